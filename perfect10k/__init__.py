@@ -1,0 +1,1 @@
+"""Perfect10k: command line, settings and Dagster instance set-up."""

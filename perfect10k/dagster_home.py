@@ -1,0 +1,46 @@
+"""The Dagster instance configuration that `perfect10k` writes into DAGSTER_HOME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Telemetry off so nothing tries the network. The queue starts at most two build runs at
+# once (a run worker takes a core) and is polled every second, because a user waits on it.
+DAGSTER_YAML = """\
+telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 2
+    dequeue_interval_seconds: 1
+    tag_concurrency_limits:
+      - key: "perfect10k/origin"
+        value: "warm"
+        limit: 1
+run_launcher:
+  module: dagster.core.launcher
+  class: DefaultRunLauncher
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 60
+  max_resume_run_attempts: 0
+retention:
+  schedule:
+    purge_after_days: 7
+  sensor:
+    purge_after_days:
+      skipped: 1
+      failure: 7
+      success: 7
+"""
+
+
+def write_dagster_yaml(home: Path) -> Path:
+    """Create `home` and its dagster.yaml unless one exists; return the file's path."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "dagster.yaml"
+    if not path.exists():
+        path.write_text(DAGSTER_YAML)
+    return path

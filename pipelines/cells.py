@@ -1,0 +1,182 @@
+"""Cell builds: slice a region's tables into one H3 cell's network and features."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.features import clip_areas, compute_edge_features
+from warehouse import Warehouse, schema
+from warehouse.cells import cell_polygon_lonlat
+
+log = logging.getLogger(__name__)
+
+# Areas and points of interest this far outside a cell still count for its edges' features.
+FEATURE_MARGIN_DEG = 0.002
+
+
+@dataclass
+class CellBuild:
+    """Counts and timing of one built cell part."""
+
+    cell: str
+    region: str
+    version: str
+    nodes: int = 0
+    edges: int = 0
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def region_for_cell(warehouse: Warehouse, cell: str) -> tuple[str, dict[str, Any]] | None:
+    """Return the region that has the most edges in `cell`, or None when no region has any.
+
+    NOTE: where two imported extracts overlap, a cell takes all its edges from one of them.
+    """
+    best: tuple[str, dict[str, Any]] | None = None
+    best_count = 0
+    for region, record in warehouse.regions().items():
+        count = record.get("cells", {}).get(cell, 0)
+        if count > best_count:
+            best, best_count = (region, record), count
+    return best
+
+
+def cell_needs_build(warehouse: Warehouse, cell: str, max_age_s: float = 0.0) -> bool:
+    """Whether `cell` is missing, incomplete, stale or has files that do not read."""
+    owner = region_for_cell(warehouse, cell)
+    if owner is None:
+        return False
+    entry = warehouse.cell_entry(cell)
+    if entry is None or not entry.ready:
+        return True
+    if entry.is_stale(owner[1]["version"], max_age_s):
+        return True
+    problem = warehouse.validate_cell(entry)
+    if problem is not None:
+        warehouse.quarantine_cell(cell, problem)
+        return True
+    return False
+
+
+def build_cell_network(warehouse: Warehouse, cell: str) -> CellBuild | None:
+    """Write the walking network of `cell`: its edges and every vertex they touch."""
+    started = time.perf_counter()
+    owner = region_for_cell(warehouse, cell)
+    if owner is None:
+        return None
+    region, record = owner
+    edges_path = str(warehouse.region_table_path(region, "edges"))
+    nodes_path = str(warehouse.region_table_path(region, "nodes"))
+
+    # Slice the region tables; the edge file is sorted by cell, so few row groups are read.
+    connection = duckdb.connect(":memory:")
+    edges = connection.sql(
+        "SELECT * EXCLUDE (cell) FROM read_parquet($path) WHERE cell = $cell ORDER BY edge_id",
+        params={"path": edges_path, "cell": cell},
+    ).to_arrow_table()
+    connection.register("cell_edges", edges)
+    nodes = connection.sql(
+        "SELECT n.* FROM read_parquet($path) n WHERE n.node_id IN "
+        "(SELECT u FROM cell_edges UNION SELECT v FROM cell_edges) ORDER BY n.node_id",
+        params={"path": nodes_path},
+    ).to_arrow_table()
+    connection.close()
+
+    tables = {
+        "edges": edges.cast(schema.CELL_EDGES),
+        "nodes": nodes.cast(schema.CELL_NODES),
+    }
+    version = warehouse.write_cell_network(cell, region, record["version"], tables)
+    build = CellBuild(
+        cell, region, version, nodes.num_rows, edges.num_rows, time.perf_counter() - started
+    )
+    log.info(
+        "cell %s network built: %d nodes, %d edges in %.0f ms",
+        cell, build.nodes, build.edges, build.seconds * 1000,
+    )
+    return build
+
+
+class RegionFeatureSource:
+    """A region's areas and points of interest, read once per run and shared by its cells."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self._warehouse = warehouse
+        self._tables: dict[tuple[str, str], tuple[pa.Table, pa.Table]] = {}
+
+    def tables(self, region: str, version: str) -> tuple[pa.Table, pa.Table]:
+        key = (region, version)
+        if key not in self._tables:
+            self._tables[key] = (
+                self._warehouse.read_region_table(region, "areas"),
+                self._warehouse.read_region_table(region, "pois"),
+            )
+        return self._tables[key]
+
+
+def _within_bbox(table: pa.Table, bbox: tuple[float, float, float, float]) -> pa.Table:
+    min_lon, min_lat, max_lon, max_lat = bbox
+    if table.num_rows == 0:
+        return table
+    connection = duckdb.connect(":memory:")
+    connection.register("source", table)
+    if "min_lon" in table.column_names:
+        query = (
+            "SELECT * FROM source WHERE max_lon >= $a AND min_lon <= $c "
+            "AND max_lat >= $b AND min_lat <= $d"
+        )
+    else:
+        query = "SELECT * FROM source WHERE lon BETWEEN $a AND $c AND lat BETWEEN $b AND $d"
+    result = connection.sql(
+        query, params={"a": min_lon, "b": min_lat, "c": max_lon, "d": max_lat}
+    ).to_arrow_table()
+    connection.close()
+    return result.cast(table.schema)
+
+
+def build_cell_features(
+    warehouse: Warehouse, cell: str, source: RegionFeatureSource
+) -> CellBuild | None:
+    """Write the features of `cell`'s current network: per-edge scores and clipped areas."""
+    started = time.perf_counter()
+    entry = warehouse.cell_entry(cell)
+    if entry is None:
+        return None
+    network_dir = warehouse.cell_dir(cell, "network", entry.network_version)
+    edges = pq.read_table(network_dir / "edges.parquet")
+    record = warehouse.regions()[entry.region]
+    areas, pois = source.tables(entry.region, record["version"])
+
+    # Only geometry near the cell can touch its edges.
+    ring = cell_polygon_lonlat(cell)
+    lons = [lon for lon, _ in ring]
+    lats = [lat for _, lat in ring]
+    bbox = (
+        min(lons) - FEATURE_MARGIN_DEG,
+        min(lats) - FEATURE_MARGIN_DEG,
+        max(lons) + FEATURE_MARGIN_DEG,
+        max(lats) + FEATURE_MARGIN_DEG,
+    )
+    near_areas = _within_bbox(areas, bbox)
+    near_pois = _within_bbox(pois, bbox)
+    edge_features = compute_edge_features(edges, near_areas, near_pois)
+    cell_areas = clip_areas(near_areas, ring)
+
+    tables = {"edge_features": edge_features, "areas": cell_areas}
+    version = warehouse.write_cell_features(cell, entry.network_version, tables)
+    build = CellBuild(
+        cell, entry.region, version, entry.nodes, edges.num_rows, time.perf_counter() - started,
+        {"areas": cell_areas.num_rows},
+    )
+    log.info(
+        "cell %s features built: %d edges, %d areas in %.0f ms",
+        cell, build.edges, cell_areas.num_rows, build.seconds * 1000,
+    )
+    return build

@@ -1,0 +1,50 @@
+"""Build cells through Dagster from a command line, in this process, as a recorded run."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+from dagster import DagsterInstance
+
+from pipelines.tags import (
+    CELLS_TAG,
+    H3_CELLS,
+    ORIGIN_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+)
+
+log = logging.getLogger(__name__)
+
+
+def partition_range_tags(instance: DagsterInstance, cells: list[str]) -> dict[str, str]:
+    """Add `cells` as partitions where missing and return the run tags that cover them."""
+    existing = instance.get_dynamic_partitions(H3_CELLS)
+    known = set(existing)
+    new = [cell for cell in cells if cell not in known]
+    if new:
+        instance.add_dynamic_partitions(H3_CELLS, new)
+    order = {key: index for index, key in enumerate(existing + new)}
+    ranked = sorted(cells, key=order.__getitem__)
+    return {
+        CELLS_TAG: ",".join(cells),
+        RANGE_START_TAG: ranked[0],
+        RANGE_END_TAG: ranked[-1],
+    }
+
+
+def build_cells_in_process(cells: list[str], origin: str) -> str:
+    """Run the `build_cells` job for `cells` in this process; return the Dagster run id."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pipelines.definitions import defs
+
+        job = defs.resolve_job_def("build_cells")
+    instance = DagsterInstance.get()
+    tags = partition_range_tags(instance, cells)
+    tags[ORIGIN_TAG] = origin
+    result = job.execute_in_process(instance=instance, tags=tags)
+    if not result.success:
+        raise RuntimeError(f"Dagster run {result.run_id} failed")
+    return result.run_id

@@ -1,0 +1,109 @@
+"""Walks as node/edge index sequences: spur trimming, retrace measures and result records."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from planner.network import Network
+
+
+class Segment(msgspec.Struct, frozen=True):
+    """One edge of a route, in walking order."""
+
+    edge_id: int
+    length_m: float
+    highway: str
+    surface: str
+    green: float
+    water: float
+
+
+def trim_spurs(nodes: list[int], edges: list[int]) -> tuple[list[int], list[int]]:
+    """Cut every out-and-back on one edge (a -> b -> a) until none is left.
+
+    The first and last edge are never paired, so the stem of a start in a cul-de-sac stays.
+    """
+    kept_nodes = [nodes[0]]
+    kept_edges: list[int] = []
+    for edge, node in zip(edges, nodes[1:]):
+        if kept_edges and kept_edges[-1] == edge and kept_nodes[-2] == node:
+            kept_edges.pop()
+            kept_nodes.pop()
+        else:
+            kept_edges.append(edge)
+            kept_nodes.append(node)
+    return kept_nodes, kept_edges
+
+
+def stem_length(network: Network, edges: list[int]) -> float:
+    """Return the length of the shared start and end of a closed walk (out and back)."""
+    count = len(edges)
+    steps = 0
+    while steps < count // 2 and edges[steps] == edges[count - 1 - steps]:
+        steps += 1
+    return float(network.length[edges[:steps]].sum()) if steps else 0.0
+
+
+def retrace_length(network: Network, edges: list[int], closed: bool = True) -> float:
+    """Return the length walked more than once, minus the stem of a closed walk."""
+    if not edges:
+        return 0.0
+    unique, counts = np.unique(np.asarray(edges, dtype=np.int64), return_counts=True)
+    repeated = float((network.length[unique] * (counts - 1)).sum())
+    if closed:
+        repeated -= stem_length(network, edges)
+    return max(repeated, 0.0)
+
+
+def walk_coordinates(
+    network: Network, nodes: list[int], edges: list[int]
+) -> list[tuple[float, float]]:
+    """Return the (lon, lat) line of a walk, joining edge geometries at shared points."""
+    if not edges:
+        node = nodes[0]
+        return [(float(network.lon[node]), float(network.lat[node]))]
+    points: list[tuple[float, float]] = []
+    for edge, node in zip(edges, nodes[:-1]):
+        part = network.edge_coordinates(edge, forward=bool(network.edge_u[edge] == node))
+        points.extend(part if not points else part[1:])
+    return points
+
+
+def walk_segments(network: Network, edges: list[int]) -> list[Segment]:
+    water = network.feature("water")
+    green = np.maximum(network.feature("green"), network.feature("park"))
+    return [
+        Segment(
+            edge_id=int(network.edge_ids[edge]),
+            length_m=round(float(network.length[edge]), 1),
+            highway=network.highway_names[network.highway_codes[edge]],
+            surface=network.surface_names[network.surface_codes[edge]],
+            green=round(float(green[edge]), 3),
+            water=round(float(water[edge]), 3),
+        )
+        for edge in edges
+    ]
+
+
+def feature_shares(network: Network, edges: list[int]) -> dict[str, float]:
+    """Return the length shares in green, beside water and on quiet ways."""
+    if not edges:
+        return {"green": 0.0, "water": 0.0, "quiet": 0.0}
+    index = np.asarray(edges, dtype=np.int64)
+    length = network.length[index]
+    total = float(length.sum()) or 1.0
+    green = (network.feature("green")[index] > 0.5) | (network.feature("park")[index] > 0.5)
+    water = network.feature("water")[index] > 0.5
+    quiet = network.feature("quiet")[index] >= 0.7
+    return {
+        "green": float(length[green].sum() / total),
+        "water": float(length[water].sum() / total),
+        "quiet": float(length[quiet].sum() / total),
+    }
+
+
+def edge_jaccard(first: list[int], second: list[int]) -> float:
+    a, b = set(first), set(second)
+    union = len(a | b)
+    return len(a & b) / union if union else 1.0

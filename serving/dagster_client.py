@@ -1,0 +1,183 @@
+"""A small client for the Dagster webserver's GraphQL API: partitions, runs, daemon health."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from pipelines.tags import BUILD_CELLS_JOB, H3_CELLS
+
+log = logging.getLogger(__name__)
+
+LOCATION_NAME = "perfect10k"
+REPOSITORY_NAME = "__repository__"
+DAEMONS_NEEDED = ("QUEUED_RUN_COORDINATOR",)
+HEALTH_CACHE_S = 5.0
+
+
+class DagsterUnavailable(RuntimeError):
+    """The Dagster webserver did not answer, or its daemon is not running."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Status of one Dagster run as the webserver reports it."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str]
+
+    @property
+    def finished(self) -> bool:
+        return self.status in {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+_REPOSITORY = {"repositoryLocationName": LOCATION_NAME, "repositoryName": REPOSITORY_NAME}
+
+
+class DagsterClient:
+    """Talk to the Dagster webserver at `base_url` over GraphQL.
+
+    Every method raises DagsterUnavailable when the webserver cannot be reached in time or
+    answers with an error, so callers can turn that into a 503.
+    """
+
+    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(timeout=timeout_s)
+        self._health: tuple[float, str | None] | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _query(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            response = self._http.post(
+                f"{self.base_url}/graphql", json={"query": query, "variables": variables or {}}
+            )
+            response.raise_for_status()
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as error:
+            raise DagsterUnavailable(
+                f"the Dagster webserver at {self.base_url} did not answer: {error}"
+            ) from error
+        if body.get("errors"):
+            raise DagsterUnavailable(f"Dagster GraphQL error: {body['errors'][0].get('message')}")
+        return body["data"]
+
+    def unhealthy_reason(self) -> str | None:
+        """Return why cold cells cannot be built now, or None when Dagster is ready."""
+        with self._lock:
+            cached = self._health
+            if cached is not None and time.monotonic() - cached[0] < HEALTH_CACHE_S:
+                return cached[1]
+        try:
+            data = self._query(
+                "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
+            )
+            statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
+            down = [
+                s["daemonType"]
+                for s in statuses
+                if s["daemonType"] in DAEMONS_NEEDED and s["healthy"] is False
+            ]
+            reason = f"the Dagster daemon is not running ({', '.join(down)})" if down else None
+        except DagsterUnavailable as error:
+            reason = str(error)
+        with self._lock:
+            self._health = (time.monotonic(), reason)
+        return reason
+
+    def add_partitions(self, cells: list[str], replace: list[str]) -> None:
+        """Add `cells` as h3_cells partitions, in order, after deleting those in `replace`.
+
+        Deleting and re-adding moves cells that already were partitions to the end, so the
+        cells of one run always form one contiguous partition range.
+        """
+        fields = []
+        if replace:
+            fields.append(
+                "d: deleteDynamicPartitions(repositorySelector: $repo, "
+                "partitionsDefName: $name, partitionKeys: $replace) { __typename }"
+            )
+        for index, cell in enumerate(cells):
+            fields.append(
+                f'a{index}: addDynamicPartition(repositorySelector: $repo, '
+                f'partitionsDefName: $name, partitionKey: "{cell}") {{ __typename }}'
+            )
+        query = (
+            "mutation($repo: RepositorySelector!, $name: String!, $replace: [String!]!) { "
+            + " ".join(fields)
+            + " }"
+        )
+        self._query(query, {"repo": _REPOSITORY, "name": H3_CELLS, "replace": replace})
+
+    def launch_build(self, tags: dict[str, str]) -> str:
+        """Launch one `build_cells` run with `tags`; return its run id."""
+        query = """
+        mutation($params: ExecutionParams!) {
+          launchRun(executionParams: $params) {
+            __typename
+            ... on LaunchRunSuccess { run { runId } }
+            ... on PythonError { message }
+            ... on RunConfigValidationInvalid { errors { message } }
+            ... on InvalidSubsetError { message }
+            ... on RunConflict { message }
+            ... on UnauthorizedError { message }
+          }
+        }"""
+        params = {
+            "selector": {**_REPOSITORY, "jobName": BUILD_CELLS_JOB},
+            "runConfigData": {},
+            "executionMetadata": {
+                "tags": [{"key": key, "value": value} for key, value in tags.items()]
+            },
+        }
+        result = self._query(query, {"params": params})["launchRun"]
+        if result["__typename"] != "LaunchRunSuccess":
+            detail = result.get("message") or result.get("errors") or result["__typename"]
+            raise DagsterUnavailable(f"Dagster did not launch the build run: {detail}")
+        return result["run"]["runId"]
+
+    def run(self, run_id: str) -> RunInfo | None:
+        """Return the run's status, or None when Dagster does not know the run."""
+        query = """
+        query($runId: ID!) {
+          runOrError(runId: $runId) {
+            __typename
+            ... on Run { runId status tags { key value } }
+          }
+        }"""
+        result = self._query(query, {"runId": run_id})["runOrError"]
+        if result["__typename"] != "Run":
+            return None
+        return RunInfo(
+            result["runId"], result["status"], {t["key"]: t["value"] for t in result["tags"]}
+        )
+
+    def runs_in_flight(self) -> list[RunInfo]:
+        """Return the build runs that are queued, starting or running."""
+        query = """
+        query($filter: RunsFilter!) {
+          runsOrError(filter: $filter, limit: 200) {
+            __typename
+            ... on Runs { results { runId status tags { key value } } }
+          }
+        }"""
+        run_filter = {
+            "pipelineName": BUILD_CELLS_JOB,
+            "statuses": ["QUEUED", "NOT_STARTED", "STARTING", "STARTED"],
+        }
+        result = self._query(query, {"filter": run_filter})["runsOrError"]
+        if result["__typename"] != "Runs":
+            return []
+        return [
+            RunInfo(r["runId"], r["status"], {t["key"]: t["value"] for t in r["tags"]})
+            for r in result["results"]
+        ]

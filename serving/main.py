@@ -1,0 +1,119 @@
+"""Run the server, and on one machine a Dagster webserver and daemon beside it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from perfect10k.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+WORKSPACE = REPOSITORY_ROOT / "workspace.yaml"
+DAGSTER_START_TIMEOUT_S = 90.0
+
+
+class EmbeddedDagster:
+    """A Dagster webserver and daemon started as child processes and stopped with the server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.settings.dagster_home),
+            "DAGSTER_DISABLE_TELEMETRY": "1",
+            "PERFECT10K_WAREHOUSE": str(self.settings.warehouse_dir),
+        }
+        logs = self.settings.dagster_home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        bin_dir = Path(sys.executable).parent
+        commands = {
+            "webserver": [
+                str(bin_dir / "dagster-webserver"),
+                "-w", str(WORKSPACE),
+                "-h", self.settings.dagster_host,
+                "-p", str(self.settings.dagster_port),
+            ],
+            "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(WORKSPACE)],
+        }
+        for name, command in commands.items():
+            output = open(logs / f"{name}.log", "ab")
+            # A new session per child, so stopping it stops its code servers and run workers.
+            process = subprocess.Popen(
+                command,
+                cwd=REPOSITORY_ROOT,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.processes.append(process)
+            log.info("started Dagster %s (pid %d), log in %s", name, process.pid, output.name)
+
+    def wait_ready(self) -> bool:
+        """Wait until the webserver answers; return False on timeout."""
+        url = f"http://{self.settings.dagster_host}:{self.settings.dagster_port}/server_info"
+        deadline = time.monotonic() + DAGSTER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url, timeout=2.0).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            if any(process.poll() is not None for process in self.processes):
+                return False
+            time.sleep(0.5)
+        return False
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        log.info("stopped Dagster")
+
+
+def run_server(settings: Settings, host: str | None = None, port: int | None = None) -> int:
+    """Serve until interrupted; with PERFECT10K_DAGSTER_EMBEDDED, run Dagster beside it."""
+    host = host or settings.host
+    port = port or settings.port
+    os.environ.setdefault("PERFECT10K_WAREHOUSE", str(settings.warehouse_dir))
+    embedded = EmbeddedDagster(settings) if settings.dagster_embedded else None
+    if embedded is not None:
+        embedded.start()
+    try:
+        if embedded is not None and not embedded.wait_ready():
+            log.error(
+                "the Dagster webserver did not start; see %s", settings.dagster_home / "logs"
+            )
+            return 1
+        log.info("serving on http://%s:%d (%d workers)", host, port, settings.workers)
+        uvicorn.run(
+            "serving.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=settings.workers if settings.workers > 1 else None,
+            log_level="warning",
+            timeout_graceful_shutdown=10,
+        )
+        return 0
+    finally:
+        if embedded is not None:
+            embedded.stop()

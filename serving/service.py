@@ -1,0 +1,528 @@
+"""Request handling behind the HTTP API: find the cells, serve from cache or start a job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+import planner
+from perfect10k.settings import Settings
+from pipelines.tags import (
+    CELLS_TAG,
+    CENTRE_TAG,
+    JOB_TAG,
+    ORIGIN_REQUEST,
+    ORIGIN_TAG,
+    PRIORITY_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    REQUEST_PRIORITY,
+)
+from planner.walks import walk_coordinates
+from serving import schemas
+from serving.dagster_client import DagsterClient, DagsterUnavailable
+from serving.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
+from serving.networks import NetworkCache
+from serving.state import Job, StateStore
+from warehouse import CellEntry, CorruptCellError, Warehouse
+from warehouse.cells import cell_of, cells_for_loop
+
+log = logging.getLogger(__name__)
+
+# A start counts as inside a region within this margin of its walkable bounding box.
+REGION_MARGIN_DEG = 0.01
+# A job whose cells are not ready this long after it started is reported as failed.
+JOB_TIMEOUT_S = 300.0
+STEP_LENGTH_M = 0.8
+
+
+@dataclass(frozen=True)
+class Area:
+    """The cells one request needs and which of them are ready."""
+
+    region: str
+    record: dict[str, Any]
+    needed: list[str]
+    ready: dict[str, CellEntry]
+    region_ready: list[CellEntry]
+
+    @property
+    def missing(self) -> list[str]:
+        return [cell for cell in self.needed if cell not in self.ready]
+
+
+def steps_for(distance_m: float) -> int:
+    return round(distance_m / STEP_LENGTH_M)
+
+
+def _partial_coordinates(
+    network: planner.Network, state: planner.RouteState
+) -> list[tuple[float, float]]:
+    """Return the (lon, lat) line of a route that is still being built."""
+    nodes = [network.node_index(node_id) for node_id in state.node_ids]
+    edges = [network.edge_index(edge_id) for edge_id in state.edge_ids]
+    return walk_coordinates(network, nodes, edges)
+
+
+def preference_view(text: str, preference: planner.Preference) -> schemas.PreferenceView:
+    return schemas.PreferenceView(
+        text=text,
+        matched=list(preference.matched),
+        ignored=list(preference.ignored),
+        avoid=list(preference.avoid),
+        summary=preference.describe(),
+    )
+
+
+class RouteService:
+    """Serves loops and interactive routes from ready cells, and starts jobs for the rest."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        warehouse: Warehouse,
+        cache: NetworkCache,
+        state: StateStore,
+        dagster: DagsterClient,
+    ) -> None:
+        self.settings = settings
+        self.warehouse = warehouse
+        self.cache = cache
+        self.state = state
+        self.dagster = dagster
+        self._launch_lock = threading.Lock()
+        self.max_cell_age_s = settings.max_cell_age_days * 86400
+
+    # Cells
+
+    def locate(self, lat: float, lon: float, target_m: float) -> Area:
+        """Return the region around (lat, lon) and the cells a loop of `target_m` needs.
+
+        Raises Unprocessable when no imported region covers the start.
+        """
+        regions = self.warehouse.regions()
+        inside = []
+        for region, record in regions.items():
+            min_lon, min_lat, max_lon, max_lat = record["bbox"]
+            if (
+                min_lat - REGION_MARGIN_DEG <= lat <= max_lat + REGION_MARGIN_DEG
+                and min_lon - REGION_MARGIN_DEG <= lon <= max_lon + REGION_MARGIN_DEG
+            ):
+                inside.append((region, record))
+        if not inside:
+            names = ", ".join(sorted(regions)) or "none"
+            raise Unprocessable(
+                f"No imported region covers lat={lat}, lon={lon}; imported regions: {names}. "
+                "Import an extract of this area with `perfect10k import`.",
+                field="lat",
+            )
+        resolution = int(inside[0][1]["h3_resolution"])
+        start_cell = cell_of(lat, lon, resolution)
+        region, record = max(inside, key=lambda item: item[1]["cells"].get(start_cell, 0))
+        needed = [c for c in cells_for_loop(lat, lon, target_m, resolution) if c in record["cells"]]
+        if not needed:
+            raise Unprocessable(
+                f"No walkable way lies near lat={lat}, lon={lon} in region {region}.",
+                field="lat",
+            )
+        region_ready = [
+            entry
+            for entry in self.warehouse.cell_entries().values()
+            if entry.region == region
+            and entry.ready
+            and not entry.is_stale(record["version"], self.max_cell_age_s)
+            and not self.cache.is_corrupt(entry)
+        ]
+        by_cell = {entry.cell: entry for entry in region_ready}
+        ready = {cell: by_cell[cell] for cell in needed if cell in by_cell}
+        return Area(region, record, needed, ready, region_ready)
+
+    def network_for(self, area: Area) -> planner.Network | None:
+        """Return the merged network of a fully ready area, or None after finding a corrupt file."""
+        try:
+            return self.cache.get(area.region, list(area.ready.values()), area.region_ready)
+        except CorruptCellError:
+            return None
+
+    # Complete loops
+
+    def loops(self, request: schemas.LoopRequest) -> schemas.LoopsResponse | schemas.AsyncResponse:
+        params = msgspec.to_builtins(request)
+        area = self.locate(request.lat, request.lon, request.target_distance)
+        if not area.missing:
+            network = self.network_for(area)
+            if network is not None:
+                return self._plan_loops(area, network, params)
+            area = self.locate(request.lat, request.lon, request.target_distance)
+        return self._start_job("loops", params, area)
+
+    def _plan_loops(
+        self, area: Area, network: planner.Network, params: dict[str, Any]
+    ) -> schemas.LoopsResponse:
+        preference = planner.parse_preference(params["preference"])
+        loops = planner.plan_loops(
+            network,
+            params["lat"],
+            params["lon"],
+            params["target_distance"],
+            preference,
+            seed=params["seed"],
+            alternatives=params["alternatives"],
+        )
+        views = [self._loop_view(loop) for loop in loops]
+        first = loops[0]
+        snapped_lon, snapped_lat = first.coordinates[0]
+        return schemas.LoopsResponse(
+            response_type="cached",
+            region=area.region,
+            target_distance=params["target_distance"],
+            preference=preference_view(params["preference"], preference),
+            start=schemas.StartView(
+                lat=params["lat"],
+                lon=params["lon"],
+                snapped_lat=snapped_lat,
+                snapped_lon=snapped_lon,
+                snap_distance_m=round(first.snap_distance_m, 1),
+            ),
+            loops=views,
+        )
+
+    def _loop_view(self, loop: planner.Loop) -> schemas.LoopView:
+        coordinates = [(round(lon, 6), round(lat, 6)) for lon, lat in loop.coordinates]
+        record = {"coordinates": coordinates, "distance_m": loop.distance_m, "kind": "loop"}
+        loop_id = self.state.add_loop(record)
+        return schemas.LoopView(
+            loop_id=loop_id,
+            distance_m=round(loop.distance_m, 1),
+            steps=steps_for(loop.distance_m),
+            geometry=schemas.LineString(coordinates=coordinates),
+            green_share=round(loop.green_share, 3),
+            water_share=round(loop.water_share, 3),
+            quiet_share=round(loop.quiet_share, 3),
+            retrace_share=round(loop.retrace_share, 3),
+            segments=[
+                schemas.SegmentView(
+                    length_m=round(segment.length_m, 1),
+                    highway=segment.highway,
+                    surface=segment.surface,
+                    green=round(float(segment.green), 3),
+                    water=round(float(segment.water), 3),
+                )
+                for segment in loop.segments
+            ],
+            gpx_url=f"/api/loops/{loop_id}/gpx",
+        )
+
+    # Interactive routes
+
+    def start_route(
+        self, request: schemas.StartRouteRequest
+    ) -> schemas.StartRouteResponse | schemas.AsyncResponse:
+        params = msgspec.to_builtins(request)
+        area = self.locate(request.lat, request.lon, request.target_distance)
+        if not area.missing:
+            network = self.network_for(area)
+            if network is not None:
+                return self._start_route(area, network, params)
+            area = self.locate(request.lat, request.lon, request.target_distance)
+        return self._start_job("route", params, area)
+
+    def _start_route(
+        self, area: Area, network: planner.Network, params: dict[str, Any]
+    ) -> schemas.StartRouteResponse:
+        state = planner.start_route(
+            network, params["lat"], params["lon"], params["target_distance"]
+        )
+        seed = params["seed"] or 0
+        planner.suggest_candidates(network, state, params["preference"], seed=seed)
+        record = {
+            "lat": params["lat"],
+            "lon": params["lon"],
+            "target_m": params["target_distance"],
+            "preference": params["preference"],
+            "seed": seed,
+            "region": area.region,
+            "state": state.to_dict(),
+            "final": None,
+        }
+        route_id = self.state.add_route(record)
+        view = self._route_view(route_id, network, record)
+        return schemas.StartRouteResponse(
+            response_type="cached", route_id=route_id, candidates=view.candidates, route=view
+        )
+
+    def _route_network(self, record: dict[str, Any]) -> planner.Network:
+        area = self.locate(record["lat"], record["lon"], record["target_m"])
+        if area.missing:
+            raise ServiceUnavailable(
+                f"{len(area.missing)} cells of this route are being rebuilt; retry shortly.",
+                retry_after_s=5,
+            )
+        network = self.network_for(area)
+        if network is None:
+            raise ServiceUnavailable("a cell of this route failed to read; retry shortly.", 5)
+        return network
+
+    def route(self, route_id: str) -> schemas.RouteView:
+        record = self._load_route(route_id)
+        return self._route_view(route_id, self._route_network(record), record)
+
+    def add_waypoint(self, route_id: str, candidate_id: str) -> schemas.RouteView:
+        record = self._load_route(route_id)
+        if record["final"] is not None:
+            raise planner.RouteFinalized(
+                f"route {route_id} is finalized; start a new route to walk further"
+            )
+        network = self._route_network(record)
+        state = planner.add_waypoint(
+            network, planner.RouteState.from_dict(record["state"]), candidate_id
+        )
+        step_seed = record["seed"] + len(state.waypoint_node_ids)
+        planner.suggest_candidates(network, state, record["preference"], seed=step_seed)
+        updated = {**record, "state": state.to_dict()}
+        self._store_route(route_id, record, updated)
+        return self._route_view(route_id, network, updated)
+
+    def finalize(self, route_id: str) -> schemas.RouteView:
+        record = self._load_route(route_id)
+        if record["final"] is not None:
+            raise planner.RouteFinalized(f"route {route_id} is already finalized")
+        network = self._route_network(record)
+        state = planner.RouteState.from_dict(record["state"])
+        final = planner.finalize(network, state)
+        updated = {**record, "state": state.to_dict(), "final": msgspec.to_builtins(final)}
+        self._store_route(route_id, record, updated)
+        return self._route_view(route_id, network, updated)
+
+    def _load_route(self, route_id: str) -> dict[str, Any]:
+        record = self.state.route(route_id)
+        if record is None:
+            raise NotFound(f"route_id {route_id!r} not found", field="route_id")
+        return record
+
+    def _store_route(self, route_id: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+        if not self.state.replace_route(route_id, old, new):
+            raise Conflict(
+                f"route {route_id} changed while this step ran; fetch it and try again",
+                field="route_id",
+            )
+
+    def _route_view(
+        self, route_id: str, network: planner.Network, record: dict[str, Any]
+    ) -> schemas.RouteView:
+        state = planner.RouteState.from_dict(record["state"])
+        final = record["final"]
+        preference = planner.parse_preference(record["preference"])
+        if final is not None:
+            points, distance_m = final["coordinates"], final["distance_m"]
+        else:
+            points, distance_m = _partial_coordinates(network, state), state.distance_m
+        waypoints = [
+            (float(network.lon[index]), float(network.lat[index]))
+            for index in (network.node_index(node_id) for node_id in state.waypoint_node_ids)
+        ]
+        candidates = [
+            schemas.CandidateView(
+                candidate_id=c.id,
+                lat=round(c.lat, 6),
+                lon=round(c.lon, 6),
+                score=round(min(max(c.score, 0.0), 1.0), 3),
+                features={name: round(float(value), 3) for name, value in c.features.items()},
+                reason=c.reason,
+                distance_m=round(c.distance_m, 1),
+            )
+            for c in state.candidates
+        ]
+        return schemas.RouteView(
+            route_id=route_id,
+            status="finalized" if final is not None else "building",
+            region=record["region"],
+            target_distance=record["target_m"],
+            distance_m=round(distance_m, 1),
+            remaining_m=round(max(record["target_m"] - distance_m, 0.0), 1),
+            steps=steps_for(distance_m),
+            finalize_suggested=state.finalize_suggested,
+            preference=preference_view(record["preference"], preference),
+            waypoints=[(round(lon, 6), round(lat, 6)) for lon, lat in waypoints],
+            geometry=schemas.LineString(
+                coordinates=[(round(lon, 6), round(lat, 6)) for lon, lat in points]
+            ),
+            candidates=candidates,
+            gpx_url=f"/api/routes/{route_id}/gpx" if final is not None else None,
+            green_share=None if final is None else round(final["green_share"], 3),
+            quiet_share=None if final is None else round(final["quiet_share"], 3),
+        )
+
+    def route_track(self, route_id: str) -> tuple[list[tuple[float, float]], float]:
+        """Return the finalized route's (lon, lat) track and length for GPX export."""
+        record = self._load_route(route_id)
+        final = record["final"]
+        if final is None:
+            raise Unprocessable(
+                f"route {route_id} is not finalized yet; finalize it before exporting GPX",
+                field="route_id",
+            )
+        return [tuple(point) for point in final["coordinates"]], final["distance_m"]
+
+    # Jobs
+
+    def _start_job(self, kind: str, params: dict[str, Any], area: Area) -> schemas.AsyncResponse:
+        """Return the job that builds the area's missing cells, launching one Dagster run."""
+        missing = area.missing
+        canonical = json.dumps({"kind": kind, "params": params, "cells": missing}, sort_keys=True)
+        dedupe_key = hashlib.sha256(canonical.encode()).hexdigest()
+        since = time.time() - JOB_TIMEOUT_S
+        job = self.state.open_job(dedupe_key, since)
+        if job is None:
+            job = self._launch(dedupe_key, kind, params, area, since)
+        return schemas.AsyncResponse(
+            response_type="async",
+            job_id=job.job_id,
+            status_url=f"/api/job-status/{job.job_id}",
+            progress=round(len(area.ready) / len(area.needed), 3),
+            cells_needed=len(area.needed),
+            cells_ready=len(area.ready),
+        )
+
+    def _launch(
+        self, dedupe_key: str, kind: str, params: dict[str, Any], area: Area, since: float
+    ) -> Job:
+        with self._launch_lock:
+            job = self.state.open_job(dedupe_key, since)
+            if job is not None:
+                return job
+            if self.state.count_open_jobs(since) >= self.settings.max_pending_jobs:
+                raise ServiceUnavailable(
+                    f"{self.settings.max_pending_jobs} areas are being built already; "
+                    "retry this new area shortly.",
+                    retry_after_s=15,
+                )
+            reason = self.dagster.unhealthy_reason()
+            if reason is not None:
+                raise ServiceUnavailable(
+                    f"This area is not built yet and cannot be built now: {reason}. "
+                    "Areas already built are still served.",
+                    retry_after_s=30,
+                )
+            try:
+                busy = set()
+                for run in self.dagster.runs_in_flight():
+                    busy.update(filter(None, run.tags.get(CELLS_TAG, "").split(",")))
+                to_build = [cell for cell in area.missing if cell not in busy]
+                run_id = None
+                if to_build:
+                    self.dagster.add_partitions(to_build, replace=to_build)
+                    run_id = self.dagster.launch_build(
+                        {
+                            CELLS_TAG: ",".join(to_build),
+                            CENTRE_TAG: area.needed[0],
+                            ORIGIN_TAG: ORIGIN_REQUEST,
+                            PRIORITY_TAG: REQUEST_PRIORITY,
+                            RANGE_START_TAG: to_build[0],
+                            RANGE_END_TAG: to_build[-1],
+                            JOB_TAG: dedupe_key[:16],
+                        }
+                    )
+            except DagsterUnavailable as error:
+                log.error("miss in region %s: launching the build failed: %s", area.region, error)
+                raise ServiceUnavailable(
+                    f"This area is not built yet and cannot be built now: {error}", 30
+                ) from error
+            job = self.state.add_job(dedupe_key, kind, params, area.needed, run_id)
+        log.info(
+            "miss: job %s region %s needs %d cells, %d missing, %d launched in run %s",
+            job.job_id, area.region, len(area.needed), len(area.missing),
+            len(to_build), run_id,
+        )
+        return job
+
+    def job_status(self, job_id: str) -> schemas.JobStatus:
+        job = self.state.job(job_id)
+        if job is None:
+            raise NotFound(f"job_id {job_id!r} not found", field="job_id")
+        needed = len(job.cells)
+        if job.finished_at is not None:
+            return self._finished_status(job, needed)
+
+        params = job.params
+        area = self.locate(params["lat"], params["lon"], params["target_distance"])
+        ready = sum(1 for cell in job.cells if cell in area.ready)
+        if ready == needed:
+            network = self.network_for(area)
+            if network is not None:
+                return self._complete(job, area, network)
+        status, error = "running" if ready else "pending", None
+        run = None
+        if job.run_id is not None:
+            try:
+                run = self.dagster.run(job.run_id)
+            except DagsterUnavailable as unavailable:
+                error = str(unavailable)
+        if run is not None and run.status in {"QUEUED", "NOT_STARTED", "STARTING"}:
+            status = "pending"
+        elif run is not None and run.status == "STARTED":
+            status = "running"
+        elif run is not None and run.status in {"FAILURE", "CANCELED"}:
+            return self._fail(job, f"Dagster run {job.run_id} ended with {run.status}", needed, ready)
+        if time.time() - job.created_at > JOB_TIMEOUT_S:
+            return self._fail(job, f"cells not ready after {JOB_TIMEOUT_S:.0f} s", needed, ready)
+        return schemas.JobStatus(
+            job_id=job.job_id,
+            status=status,
+            progress=round(ready / needed, 3),
+            cells_needed=needed,
+            cells_ready=ready,
+            error=error,
+        )
+
+    def _complete(self, job: Job, area: Area, network: planner.Network) -> schemas.JobStatus:
+        try:
+            if job.kind == "loops":
+                result = self._plan_loops(area, network, job.params)
+            else:
+                result = self._start_route(area, network, job.params)
+        except planner.PlannerError as error:
+            return self._fail(job, str(error), len(job.cells), len(job.cells))
+        self.state.finish_job(job.job_id, msgspec.to_builtins(result), None)
+        finished = self.state.job(job.job_id)
+        assert finished is not None
+        return self._finished_status(finished, len(job.cells))
+
+    def _fail(self, job: Job, error: str, needed: int, ready: int) -> schemas.JobStatus:
+        log.warning("job %s failed: %s", job.job_id, error)
+        self.state.finish_job(job.job_id, None, error)
+        return schemas.JobStatus(
+            job_id=job.job_id,
+            status="failed",
+            progress=round(ready / needed, 3),
+            cells_needed=needed,
+            cells_ready=ready,
+            error=error,
+        )
+
+    @staticmethod
+    def _finished_status(job: Job, needed: int) -> schemas.JobStatus:
+        if job.error is not None:
+            return schemas.JobStatus(
+                job_id=job.job_id,
+                status="failed",
+                progress=0.0,
+                cells_needed=needed,
+                cells_ready=0,
+                error=job.error,
+            )
+        return schemas.JobStatus(
+            job_id=job.job_id,
+            status="completed",
+            progress=1.0,
+            cells_needed=needed,
+            cells_ready=needed,
+            result=job.result,
+        )
