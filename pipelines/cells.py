@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.features import clip_areas, compute_edge_features
@@ -19,6 +21,18 @@ log = logging.getLogger(__name__)
 
 # Areas and points of interest this far outside a cell still count for its edges' features.
 FEATURE_MARGIN_DEG = 0.002
+
+
+_local = threading.local()
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    """Return this thread's DuckDB connection; opening one costs tens of milliseconds."""
+    connection = getattr(_local, "connection", None)
+    if connection is None:
+        connection = duckdb.connect(":memory:")
+        _local.connection = connection
+    return connection
 
 
 @dataclass
@@ -76,7 +90,7 @@ def build_cell_network(warehouse: Warehouse, cell: str) -> CellBuild | None:
     nodes_path = str(warehouse.region_table_path(region, "nodes"))
 
     # Slice the region tables; the edge file is sorted by cell, so few row groups are read.
-    connection = duckdb.connect(":memory:")
+    connection = _connection()
     edges = connection.sql(
         "SELECT * EXCLUDE (cell) FROM read_parquet($path) WHERE cell = $cell ORDER BY edge_id",
         params={"path": edges_path, "cell": cell},
@@ -87,7 +101,7 @@ def build_cell_network(warehouse: Warehouse, cell: str) -> CellBuild | None:
         "(SELECT u FROM cell_edges UNION SELECT v FROM cell_edges) ORDER BY n.node_id",
         params={"path": nodes_path},
     ).to_arrow_table()
-    connection.close()
+    connection.unregister("cell_edges")
 
     tables = {
         "edges": edges.cast(schema.CELL_EDGES),
@@ -122,23 +136,25 @@ class RegionFeatureSource:
 
 
 def _within_bbox(table: pa.Table, bbox: tuple[float, float, float, float]) -> pa.Table:
+    """Return the rows of an areas or points table that touch `bbox` (lon/lat degrees)."""
     min_lon, min_lat, max_lon, max_lat = bbox
     if table.num_rows == 0:
         return table
-    connection = duckdb.connect(":memory:")
-    connection.register("source", table)
     if "min_lon" in table.column_names:
-        query = (
-            "SELECT * FROM source WHERE max_lon >= $a AND min_lon <= $c "
-            "AND max_lat >= $b AND min_lat <= $d"
+        mask = pc.and_(
+            pc.and_(
+                pc.greater_equal(table["max_lon"], min_lon), pc.less_equal(table["min_lon"], max_lon)
+            ),
+            pc.and_(
+                pc.greater_equal(table["max_lat"], min_lat), pc.less_equal(table["min_lat"], max_lat)
+            ),
         )
     else:
-        query = "SELECT * FROM source WHERE lon BETWEEN $a AND $c AND lat BETWEEN $b AND $d"
-    result = connection.sql(
-        query, params={"a": min_lon, "b": min_lat, "c": max_lon, "d": max_lat}
-    ).to_arrow_table()
-    connection.close()
-    return result.cast(table.schema)
+        mask = pc.and_(
+            pc.and_(pc.greater_equal(table["lon"], min_lon), pc.less_equal(table["lon"], max_lon)),
+            pc.and_(pc.greater_equal(table["lat"], min_lat), pc.less_equal(table["lat"], max_lat)),
+        )
+    return table.filter(mask)
 
 
 def build_cell_features(
@@ -150,7 +166,7 @@ def build_cell_features(
     if entry is None:
         return None
     network_dir = warehouse.cell_dir(cell, "network", entry.network_version)
-    edges = pq.read_table(network_dir / "edges.parquet")
+    edges = pq.ParquetFile(network_dir / "edges.parquet").read()
     record = warehouse.regions()[entry.region]
     areas, pois = source.tables(entry.region, record["version"])
 

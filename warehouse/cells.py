@@ -55,10 +55,23 @@ def cells_for_loop(lat: float, lon: float, target_m: float, resolution: int) -> 
 
 
 def cells_around(lat: float, lon: float, radius_m: float, resolution: int) -> list[str]:
-    """Return the cells within `radius_m` of (lat, lon), centre cell first."""
+    """Return the cells that come within `radius_m` of (lat, lon), centre cell first.
+
+    A cell is kept when its centre is less than `radius_m` plus the cell's circumradius
+    away, which keeps every cell the circle touches and drops the corners of the disk.
+    """
     centre = cell_of(lat, lon, resolution)
     disk = h3.grid_disk(centre, disk_radius(radius_m, resolution))
-    return [centre] + sorted(cell for cell in disk if cell != centre)
+    circumradius = h3.average_hexagon_edge_length(resolution, unit="m") * 1.1
+    kept = []
+    for cell in disk:
+        if cell == centre:
+            continue
+        cell_lat, cell_lon = h3.cell_to_latlng(cell)
+        distance = h3.great_circle_distance((lat, lon), (cell_lat, cell_lon), unit="m")
+        if distance <= radius_m + circumradius:
+            kept.append(cell)
+    return [centre] + sorted(kept)
 
 
 def cell_polygon_lonlat(cell: str) -> list[tuple[float, float]]:

@@ -169,7 +169,7 @@ class Warehouse:
         return self.region_dir(region, entry["version"]) / f"{table}.parquet"
 
     def read_region_table(self, region: str, table: str) -> pa.Table:
-        return pq.read_table(self.region_table_path(region, table))
+        return pq.ParquetFile(self.region_table_path(region, table)).read()
 
     # Cells
 
@@ -303,7 +303,7 @@ class Warehouse:
                 expected = CELL_TABLES[table]
                 if metadata.schema.to_arrow_schema().names != expected.names:
                     return f"{path.name} has columns {metadata.schema.names}"
-                pq.read_table(path)
+                pq.ParquetFile(path).read()
             except (OSError, pa.ArrowException) as error:
                 return f"{path.name}: {error}"
         return None
@@ -345,7 +345,7 @@ class Warehouse:
         for entry in entries:
             path = self.cell_files(entry)[table]
             try:
-                pq.read_table(path)
+                pq.ParquetFile(path).read()
             except (OSError, pa.ArrowException) as inner:
                 return CorruptCellError(entry.cell, path, str(inner))
         return WarehouseError(f"reading table {table} failed: {error}")
