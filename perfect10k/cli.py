@@ -10,6 +10,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from perfect10k.settings import Settings, load_settings
 
@@ -56,6 +57,7 @@ def command_import(args: argparse.Namespace, settings: Settings) -> int:
     if result.unchanged:
         print(f"region {result.region} is already imported at version {result.version}")
         return 0
+    _record_region_materialization(settings, result)
     stats = result.stats
     print(
         f"imported region {result.region} (version {result.version}): "
@@ -64,6 +66,27 @@ def command_import(args: argparse.Namespace, settings: Settings) -> int:
         f"in {time.perf_counter() - started:.2f} s"
     )
     return 0
+
+
+def _record_region_materialization(settings: Settings, result: Any) -> None:
+    """Record the import as a materialization of the `region` asset, so the UI shows it."""
+    _ensure_dagster_home(settings)
+    from dagster import AssetMaterialization, DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        instance.report_runless_asset_event(
+            AssetMaterialization(
+                asset_key="region",
+                description="imported with `perfect10k import`",
+                metadata={
+                    "region": result.region,
+                    "version": result.version,
+                    "cells": result.cells,
+                    "edges": result.stats["edges"],
+                    "seconds": round(result.seconds, 3),
+                },
+            )
+        )
 
 
 def command_materialize(args: argparse.Namespace, settings: Settings) -> int:

@@ -44,7 +44,9 @@ def build_cells_in_process(cells: list[str], origin: str) -> str:
     instance = DagsterInstance.get()
     tags = partition_range_tags(instance, cells)
     tags[ORIGIN_TAG] = origin
-    result = job.execute_in_process(instance=instance, tags=tags)
+    # Step events at INFO, not DEBUG, so a command-line build prints a readable log.
+    run_config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    result = job.execute_in_process(run_config=run_config, instance=instance, tags=tags)
     if not result.success:
         raise RuntimeError(f"Dagster run {result.run_id} failed")
     return result.run_id

@@ -20,8 +20,10 @@ fi
 # Reinstall only when the lock file changed since the last install.
 stamp=".venv/.installed-$(sha256sum "$lock" pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet -r "$lock"
-  .venv/bin/python -m pip install --quiet --no-deps -e ".$extra"
+  echo "installing dependencies from $lock into .venv (a few minutes the first time)"
+  .venv/bin/python -m pip install --quiet -r "$lock" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install --quiet --no-deps -e ".$extra" >/dev/null 2>&1 \
+    || .venv/bin/python -m pip install --no-deps -e ".$extra"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
