@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -20,6 +21,18 @@ log = logging.getLogger(__name__)
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = REPOSITORY_ROOT / "workspace.yaml"
 DAGSTER_START_TIMEOUT_S = 90.0
+# The webserver and daemon stop within a few seconds of SIGTERM on an idle machine.
+DAGSTER_STOP_GRACE_S = 10.0
+PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent() -> None:
+    """Have Linux send SIGTERM to this child when the server process dies (prctl)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 class EmbeddedDagster:
@@ -49,18 +62,21 @@ class EmbeddedDagster:
             "daemon": [str(bin_dir / "dagster-daemon"), "run", "-w", str(WORKSPACE)],
         }
         for name, command in commands.items():
-            output = open(logs / f"{name}.log", "ab")
-            # A new session per child, so stopping it stops its code servers and run workers.
-            process = subprocess.Popen(
-                command,
-                cwd=REPOSITORY_ROOT,
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            # A new session per child, so stopping it stops its code servers and run workers,
+            # and a parent-death signal, so it stops even when this process is killed. The
+            # children start before the server starts any thread, so preexec_fn is safe.
+            with open(logs / f"{name}.log", "ab") as output:
+                process = subprocess.Popen(
+                    command,
+                    cwd=REPOSITORY_ROOT,
+                    env=env,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_terminate_with_parent,  # noqa: PLW1509
+                )
             self.processes.append(process)
-            log.info("started Dagster %s (pid %d), log in %s", name, process.pid, output.name)
+            log.info("started Dagster %s (pid %d), log in %s", name, process.pid, logs / f"{name}.log")
 
     def wait_ready(self) -> bool:
         """Wait until the webserver answers; return False on timeout."""
@@ -78,14 +94,18 @@ class EmbeddedDagster:
         return False
 
     def stop(self) -> None:
+        """Ask every child to stop, then kill what is still running after the grace period."""
         for process in self.processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + DAGSTER_STOP_GRACE_S
         for process in self.processes:
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
+                log.warning("Dagster process %d did not stop in time; killing it", process.pid)
                 os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         log.info("stopped Dagster")
 
 
