@@ -89,7 +89,7 @@ def load_settings() -> Settings:
         max_pending_jobs=_env_int("PERFECT10K_MAX_PENDING_JOBS", 8),
         graph_cache_mb=_env_int("PERFECT10K_GRAPH_CACHE_MB", 200),
         max_body_bytes=_env_int("PERFECT10K_MAX_BODY_BYTES", 64 * 1024),
-        rate_limit_per_minute=_env_int("PERFECT10K_RATE_LIMIT_PER_MINUTE", 0),
+        rate_limit_per_minute=_env_int("PERFECT10K_RATE_LIMIT_PER_MINUTE", 600),
         cors_origins=tuple(origin.strip() for origin in cors.split(",") if origin.strip()),
         admin_token=os.environ.get("PERFECT10K_ADMIN_TOKEN", ""),
         tile_url=os.environ.get(

@@ -56,7 +56,8 @@ def warm_places_op(
     """Build every missing cell around the configured places and record each partition."""
     store = warehouse.open()
     places = [Place(p.name, p.lat, p.lon, p.radius_m) for p in config.places]
-    cells = place_cells(store, places, load_settings().h3_resolution)
+    settings = load_settings()
+    cells = place_cells(store, places, settings.h3_resolution, settings.max_cell_age_days * 86400)
     busy = cells_in_flight(context.instance)
     cells = [cell for cell in cells if cell not in busy]
     context.log.info(f"{len(cells)} cells to build around {len(places)} places")

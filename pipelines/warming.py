@@ -55,7 +55,17 @@ def popular_places() -> list[Place]:
     """
     raw = os.environ.get("PERFECT10K_POPULAR_PLACES", "")
     if raw:
-        return [Place(**item) for item in json.loads(raw)]
+        try:
+            items = json.loads(raw)
+            return [
+                Place(item["name"], float(item["lat"]), float(item["lon"]), float(item["radius_m"]))
+                for item in items
+            ]
+        except (ValueError, TypeError, KeyError) as error:
+            raise ValueError(
+                "PERFECT10K_POPULAR_PLACES must be a JSON list of objects with name, lat, lon "
+                f"and radius_m: {error!r}"
+            ) from error
     return [
         Place("Monaco", 43.7384, 7.4246, 2000.0),
         Place("Andorra la Vella", 42.5078, 1.5211, 4000.0),
@@ -75,8 +85,14 @@ def cells_in_flight(instance: DagsterInstance) -> set[str]:
     return cells
 
 
-def cells_to_warm(warehouse: Warehouse, candidates: list[str], skip: set[str]) -> list[str]:
-    """Return the candidates some region covers that are not built, fresh and current."""
+def cells_to_warm(
+    warehouse: Warehouse, candidates: list[str], skip: set[str], max_age_s: float = 0.0
+) -> list[str]:
+    """Return the candidates some region covers that are missing, incomplete or stale.
+
+    A cell is stale when it was built from an older extract of its region or, with
+    `max_age_s` > 0, longer ago than that. Cells in `skip` are left out.
+    """
     regions = warehouse.regions()
     entries = warehouse.cell_entries()
     wanted = []
@@ -87,18 +103,21 @@ def cells_to_warm(warehouse: Warehouse, candidates: list[str], skip: set[str]) -
         if not versions:
             continue
         entry = entries.get(cell)
-        if entry is not None and entry.ready and entry.region_version in versions:
+        current = entry is not None and entry.ready and entry.region_version in versions
+        if current and not entry.is_stale(entry.region_version, max_age_s):
             continue
         wanted.append(cell)
     return wanted
 
 
-def place_cells(warehouse: Warehouse, places: list[Place], resolution: int) -> list[str]:
-    """Return the cells within each place's radius that some region covers."""
+def place_cells(
+    warehouse: Warehouse, places: list[Place], resolution: int, max_age_s: float = 0.0
+) -> list[str]:
+    """Return the cells within each place's radius that some region covers and need a build."""
     candidates: list[str] = []
     for place in places:
         candidates.extend(cells_around(place.lat, place.lon, place.radius_m, resolution))
-    return cells_to_warm(warehouse, candidates, set())
+    return cells_to_warm(warehouse, candidates, set(), max_age_s)
 
 
 def warm_run_request(

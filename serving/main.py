@@ -24,6 +24,10 @@ DAGSTER_START_TIMEOUT_S = 90.0
 # The webserver and daemon stop within a few seconds of SIGTERM on an idle machine.
 DAGSTER_STOP_GRACE_S = 10.0
 PR_SET_PDEATHSIG = 1
+REPOSITORY_QUERY = (
+    '{ repositoryOrError(repositorySelector: {repositoryLocationName: "perfect10k", '
+    'repositoryName: "__repository__"}) { __typename } }'
+)
 
 
 def _terminate_with_parent() -> None:
@@ -79,14 +83,22 @@ class EmbeddedDagster:
             log.info("started Dagster %s (pid %d), log in %s", name, process.pid, logs / f"{name}.log")
 
     def wait_ready(self) -> bool:
-        """Wait until the webserver answers; return False on timeout."""
-        url = f"http://{self.settings.dagster_host}:{self.settings.dagster_port}/server_info"
+        """Wait until the webserver has loaded the code location; return False on timeout.
+
+        The webserver answers HTTP before the code location is loaded, and a run launched
+        before then fails, so readiness is the repository being queryable.
+        """
+        url = f"http://{self.settings.dagster_host}:{self.settings.dagster_port}/graphql"
+        query = {"query": REPOSITORY_QUERY}
         deadline = time.monotonic() + DAGSTER_START_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
-                if httpx.get(url, timeout=2.0).status_code == 200:
+                body = httpx.post(url, json=query, timeout=5.0).json()
+                if body.get("data", {}).get("repositoryOrError", {}).get("__typename") == (
+                    "Repository"
+                ):
                     return True
-            except httpx.HTTPError:
+            except (httpx.HTTPError, ValueError):
                 pass
             if any(process.poll() is not None for process in self.processes):
                 return False
