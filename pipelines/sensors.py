@@ -25,7 +25,13 @@ from pipelines.tags import (
     ORIGIN_TAG,
     ORIGIN_WARM,
 )
-from pipelines.warming import cells_in_flight, cells_to_warm, warm_radius_m, warm_run_request
+from pipelines.warming import (
+    IN_FLIGHT,
+    cells_in_flight,
+    cells_to_warm,
+    warm_radius_m,
+    warm_run_request,
+)
 from warehouse.cells import cells_around, is_valid_cell
 
 # Request runs read per tick, oldest first; the rest wait for the next tick.
@@ -73,6 +79,15 @@ def warm_neighbours_sensor(
     records = [record for record in records if record.storage_id > last_id]
     if not records:
         return SkipReason("no new request runs")
+    # A user waits on request runs: warm only once none is queued or running, so warming
+    # never takes a core from them. The cursor stays put until then.
+    if context.instance.get_run_records(
+        filters=RunsFilter(
+            job_name=BUILD_CELLS_JOB, tags={ORIGIN_TAG: ORIGIN_REQUEST}, statuses=IN_FLIGHT
+        ),
+        limit=1,
+    ):
+        return SkipReason("a request run is in flight; warming waits for it")
     newest = records[-1]
     new_cursor = json.dumps(
         {"after": newest.create_timestamp.timestamp(), "storage_id": newest.storage_id}

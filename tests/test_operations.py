@@ -23,6 +23,7 @@ from dagster import (
     DagsterRunStatus,
     RunsFilter,
     SensorResult,
+    SkipReason,
     build_schedule_context,
     build_sensor_context,
     instance_for_test,
@@ -119,6 +120,25 @@ def warehouse_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Warehouse:
 # Warming sensor, evaluated against a real instance
 
 
+def test_sensor_waits_while_request_run_in_flight(warehouse_env, temp_instance):
+    store = warehouse_env
+    import_region(store, ANDORRA, 7)
+    needed = region_cells_for_loop(store, "andorra", *ANDORRA_START)
+    run_request_build(temp_instance, needed, needed[0])
+    temp_instance.create_run_for_job(
+        load_defs().resolve_job_def("build_cells"),
+        status=DagsterRunStatus.NOT_STARTED,
+        tags={CELLS_TAG: needed[0], ORIGIN_TAG: ORIGIN_REQUEST},
+    )
+    context = build_sensor_context(
+        instance=temp_instance, resources={"warehouse": WarehouseResource(root=str(store.root))}
+    )
+    result = warm_neighbours_sensor(context)
+    assert isinstance(result, SkipReason), result
+    assert "request run is in flight" in str(result.skip_message)
+    assert context.cursor is None, "the cursor must not move while warming waits"
+
+
 def test_sensor_requests_neighbours_of_request(warehouse_env, temp_instance):
     store = warehouse_env
     import_region(store, ANDORRA, 7)
@@ -126,7 +146,7 @@ def test_sensor_requests_neighbours_of_request(warehouse_env, temp_instance):
     centre = needed[0]
     run_request_build(temp_instance, needed, centre)
 
-    # A build of two other cells waits to start: the sensor must leave them to that run.
+    # A warm build of two other cells waits to start: the sensor must leave them to it.
     covered = set(store.regions()["andorra"]["cells"])
     centre_lat, centre_lon = h3.cell_to_latlng(centre)
     around = cells_around(centre_lat, centre_lon, warm_radius_m(), 7)
@@ -136,7 +156,7 @@ def test_sensor_requests_neighbours_of_request(warehouse_env, temp_instance):
     temp_instance.create_run_for_job(
         queued,
         status=DagsterRunStatus.NOT_STARTED,
-        tags={CELLS_TAG: ",".join(ring[:2]), ORIGIN_TAG: ORIGIN_REQUEST},
+        tags={CELLS_TAG: ",".join(ring[:2]), ORIGIN_TAG: ORIGIN_WARM},
     )
 
     context = build_sensor_context(
