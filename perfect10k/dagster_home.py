@@ -24,7 +24,7 @@ run_launcher:
   class: DefaultRunLauncher
 run_monitoring:
   enabled: true
-  start_timeout_seconds: 60
+  start_timeout_seconds: 180
   max_resume_run_attempts: 0
 retention:
   schedule:

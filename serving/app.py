@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated
 
 from litestar import Controller, Litestar, Response, get, post
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
-from litestar.middleware.rate_limit import RateLimitConfig
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.params import Parameter
 
 from perfect10k.settings import Settings, load_settings
 from serving import schemas
+from serving.admin import admin_routers
 from serving.dagster_client import DagsterClient
-from serving.errors import EXCEPTION_HANDLERS, NotFound
+from serving.errors import EXCEPTION_HANDLERS, NotFound, error_responses
 from serving.gpx import to_gpx
+from serving.limits import check_json_body, document_strict_bodies, rate_limit_config
 from serving.networks import NetworkCache
 from serving.service import RouteService
 from serving.state import StateStore
+from serving.web import web_routers
 from warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,15 @@ class RouteController(Controller):
     path = "/api"
     tags = ["routes"]
 
-    @post("/loops", status_code=200, sync_to_thread=True)
+    @post(
+        "/loops",
+        status_code=200,
+        sync_to_thread=True,
+        responses={
+            202: ResponseSpec(schemas.AsyncResponse, description="The area is being built"),
+            **error_responses(400, 413, 415, 422, 503),
+        },
+    )
     def create_loops(
         self, data: schemas.LoopRequest, service: RouteService
     ) -> Response[schemas.LoopsResponse | schemas.AsyncResponse]:
@@ -42,7 +53,15 @@ class RouteController(Controller):
         result = service.loops(data)
         return Response(result, status_code=202 if isinstance(result, schemas.AsyncResponse) else 200)
 
-    @post("/start-route-async", status_code=200, sync_to_thread=True)
+    @post(
+        "/start-route-async",
+        status_code=200,
+        sync_to_thread=True,
+        responses={
+            202: ResponseSpec(schemas.AsyncResponse, description="The area is being built"),
+            **error_responses(400, 413, 415, 422, 503),
+        },
+    )
     def start_route(
         self, data: schemas.StartRouteRequest, service: RouteService
     ) -> Response[schemas.StartRouteResponse | schemas.AsyncResponse]:
@@ -50,35 +69,55 @@ class RouteController(Controller):
         result = service.start_route(data)
         return Response(result, status_code=202 if isinstance(result, schemas.AsyncResponse) else 200)
 
-    @get("/job-status/{job_id:str}", sync_to_thread=True)
+    @get("/job-status/{job_id:str}", sync_to_thread=True, responses=error_responses(400, 404))
     def job_status(self, job_id: IdPath, service: RouteService) -> schemas.JobStatus:
         """Report a job's progress (cells ready / cells needed) and its answer once completed."""
         return service.job_status(job_id)
 
-    @get("/routes/{route_id:str}", sync_to_thread=True)
+    @get("/routes/{route_id:str}", sync_to_thread=True, responses=error_responses(400, 404, 503))
     def get_route(self, route_id: IdPath, service: RouteService) -> schemas.RouteView:
         """Return an interactive route: the path so far and the candidates on offer."""
         return service.route(route_id)
 
-    @post("/routes/{route_id:str}/waypoints", status_code=200, sync_to_thread=True)
+    @post(
+        "/routes/{route_id:str}/waypoints",
+        status_code=200,
+        sync_to_thread=True,
+        responses=error_responses(400, 404, 409, 413, 415, 422, 503),
+    )
     def add_waypoint(
         self, route_id: IdPath, data: schemas.AddWaypointRequest, service: RouteService
     ) -> schemas.RouteView:
         """Walk to one of the offered candidates and get the next three."""
         return service.add_waypoint(route_id, data.candidate_id)
 
-    @post("/routes/{route_id:str}/finalize", status_code=200, sync_to_thread=True)
+    @post(
+        "/routes/{route_id:str}/finalize",
+        status_code=200,
+        sync_to_thread=True,
+        responses=error_responses(400, 404, 409, 422, 503),
+    )
     def finalize_route(self, route_id: IdPath, service: RouteService) -> schemas.RouteView:
         """Close the route back to the start; returns total distance and steps."""
         return service.finalize(route_id)
 
-    @get("/routes/{route_id:str}/gpx", sync_to_thread=True, media_type=GPX_MEDIA_TYPE)
+    @get(
+        "/routes/{route_id:str}/gpx",
+        sync_to_thread=True,
+        media_type=GPX_MEDIA_TYPE,
+        responses=error_responses(400, 404, 422),
+    )
     def route_gpx(self, route_id: IdPath, service: RouteService) -> Response[str]:
         """GPX 1.1 track of a finalized route."""
         coordinates, distance_m = service.route_track(route_id)
         return _gpx_response(f"Perfect10k route {distance_m / 1000:.1f} km", coordinates, distance_m)
 
-    @get("/loops/{loop_id:str}/gpx", sync_to_thread=True, media_type=GPX_MEDIA_TYPE)
+    @get(
+        "/loops/{loop_id:str}/gpx",
+        sync_to_thread=True,
+        media_type=GPX_MEDIA_TYPE,
+        responses=error_responses(400, 404),
+    )
     def loop_gpx(self, loop_id: IdPath, store: StateStore) -> Response[str]:
         """GPX 1.1 track of a loop returned by POST /api/loops."""
         loop = store.loop(loop_id)
@@ -112,6 +151,11 @@ class InfoController(Controller):
             cells_built=sum(1 for entry in cells.values() if entry.ready),
             dagster="ok" if reason is None else f"unavailable: {reason}",
             cached_networks_mb=round(service.cache.bytes / 1e6, 1),
+            pid=os.getpid(),
+            requests_cached=service.requests_cached,
+            requests_async=service.requests_async,
+            network_cache_hits=service.cache.hits,
+            network_cache_misses=service.cache.misses,
         )
 
     @get("/regions", sync_to_thread=True)
@@ -144,15 +188,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     middleware = []
     if settings.rate_limit_per_minute > 0:
-        middleware.append(
-            RateLimitConfig(
-                rate_limit=("minute", settings.rate_limit_per_minute), exclude=["/api/health"]
-            ).middleware
-        )
+        middleware.append(rate_limit_config(settings.rate_limit_per_minute).middleware)
     cors = CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None
 
     app = Litestar(
-        route_handlers=[RouteController, InfoController],
+        route_handlers=[
+            RouteController,
+            InfoController,
+            *web_routers(settings, warehouse),
+            *admin_routers(settings.admin_token),
+        ],
         dependencies={
             "service": Provide(lambda: service, sync_to_thread=False),
             "store": Provide(lambda: state, sync_to_thread=False),
@@ -165,9 +210,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
         ),
         request_max_body_size=settings.max_body_bytes,
+        before_request=check_json_body,
         cors_config=cors,
         middleware=middleware,
+        on_startup=[document_strict_bodies],
         on_shutdown=[dagster.close],
     )
     app.state.service = service
+    app.state.max_body_bytes = settings.max_body_bytes
     return app

@@ -161,6 +161,43 @@ class DagsterClient:
             result["runId"], result["status"], {t["key"]: t["value"] for t in result["tags"]}
         )
 
+    def failure_reason(self, run_id: str) -> str | None:
+        """Return the error message of the run's first failed step, or of the run itself."""
+        query = """
+        query($runId: ID!) {
+          runOrError(runId: $runId) {
+            __typename
+            ... on Run {
+              eventConnection(limit: 1000) {
+                events {
+                  __typename
+                  ... on ExecutionStepFailureEvent {
+                    stepKey error { message cause { message } }
+                  }
+                  ... on RunFailureEvent { message error { message cause { message } } }
+                }
+              }
+            }
+          }
+        }"""
+        result = self._query(query, {"runId": run_id})["runOrError"]
+        if result["__typename"] != "Run":
+            return None
+        events = result["eventConnection"]["events"]
+        for kind in ("ExecutionStepFailureEvent", "RunFailureEvent"):
+            for event in events:
+                if event["__typename"] != kind:
+                    continue
+                # Dagster wraps the exception a step raised; its cause names what failed.
+                error = event.get("error") or {}
+                cause = error.get("cause") or {}
+                message = cause.get("message") or error.get("message") or event.get("message")
+                if message:
+                    step = event.get("stepKey")
+                    text = " ".join(message.split())
+                    return f"step {step}: {text}" if step else text
+        return None
+
     def runs_in_flight(self) -> list[RunInfo]:
         """Return the build runs that are queued, starting or running."""
         query = """

@@ -6,11 +6,26 @@ import logging
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.status_codes import (
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_429_TOO_MANY_REQUESTS,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+)
+from msgspec import Struct
 
-from planner.errors import InvalidWaypoint, PlannerError, RouteFinalized
+from planner.errors import (
+    InvalidWaypoint,
+    NoLoopFound,
+    PlannerError,
+    RouteFinalized,
+    StartNotFound,
+)
 
 log = logging.getLogger(__name__)
+
+# Longest parameter value quoted back in an error message.
+MAX_VALUE_CHARS = 80
 
 
 class ApiError(Exception):
@@ -18,10 +33,28 @@ class ApiError(Exception):
 
     status_code = 400
 
-    def __init__(self, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        field: str | None = None,
+        value: str | None = None,
+        allowed: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.value = value
+        self.allowed = allowed
+
+
+class InvalidField(ApiError):
+    """A request field, body or header is invalid; `value` is the value as the client sent it."""
+
+    status_code = 400
+
+
+class UnsupportedMediaType(ApiError):
+    status_code = 415
 
 
 class NotFound(ApiError):
@@ -52,10 +85,57 @@ class ServiceUnavailable(ApiError):
         self.retry_after_s = retry_after_s
 
 
-def _body(status: int, message: str, field: str | None = None) -> dict:
+class ErrorBody(Struct):
+    """Body of every 4xx and 5xx answer.
+
+    `field` names the request field, parameter or header at fault, `value` repeats what
+    the client sent and `allowed` says what the field admits.
+    """
+
+    status_code: int
+    detail: str
+    field: str | None = None
+    value: str | None = None
+    allowed: str | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+_STATUS_DESCRIPTIONS = {
+    400: "Invalid request: the detail names the field, the value sent and the allowed range",
+    404: "Unknown job, route or loop id",
+    409: "The route is finalized or changed concurrently",
+    413: "Request body larger than PERFECT10K_MAX_BODY_BYTES",
+    415: "Request body is not JSON",
+    422: "Valid request that cannot be served: start outside every region, no loop found",
+    429: "Rate limit exceeded; see Retry-After",
+    503: "The area is not built and cannot be built now; see Retry-After",
+}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """Return OpenAPI response entries with the ErrorBody schema for `codes` and 429."""
+    return {
+        code: ResponseSpec(
+            data_container=ErrorBody, description=_STATUS_DESCRIPTIONS[code], generate_examples=False
+        )
+        for code in sorted({*codes, 429})
+    }
+
+
+def _body(
+    status: int,
+    message: str,
+    field: str | None = None,
+    value: str | None = None,
+    allowed: str | None = None,
+) -> dict:
     body: dict = {"status_code": status, "detail": message}
     if field:
         body["field"] = field
+    if value is not None:
+        body["value"] = value
+    if allowed:
+        body["allowed"] = allowed
     return body
 
 
@@ -64,41 +144,101 @@ def api_error_handler(_: Request, error: ApiError) -> Response:
     if isinstance(error, ServiceUnavailable):
         headers["Retry-After"] = str(error.retry_after_s)
     return Response(
-        _body(error.status_code, error.message, error.field),
+        _body(error.status_code, error.message, error.field, error.value, error.allowed),
         status_code=error.status_code,
         headers=headers,
     )
 
 
+# The request field each planner error is about.
+_PLANNER_ERROR_FIELDS = {
+    StartNotFound: "lat",
+    NoLoopFound: "target_distance",
+    InvalidWaypoint: "candidate_id",
+    RouteFinalized: "route_id",
+}
+
+
 def planner_error_handler(_: Request, error: PlannerError) -> Response:
-    status = 422
-    if isinstance(error, RouteFinalized):
-        status = 409
-    elif isinstance(error, InvalidWaypoint):
-        status = 422
-    return Response(_body(status, str(error)), status_code=status)
+    """Return 409 for a change to a finalized route, else 422 (no start, no loop, bad waypoint)."""
+    status = 409 if isinstance(error, RouteFinalized) else 422
+    field = next(
+        (name for kind, name in _PLANNER_ERROR_FIELDS.items() if isinstance(error, kind)), None
+    )
+    return Response(_body(status, str(error), field), status_code=status)
 
 
-def validation_error_handler(_: Request, error: ValidationException) -> Response:
-    """Return 400 with the message of each invalid field, e.g. "Expected `float` <= 90 - at `$.lat`"."""
+def _parameter_rule(request: Request, name: str) -> str | None:
+    """Return the length and pattern a path or query parameter must match, in words."""
+    parameter = request.route_handler.parsed_fn_signature.parameters.get(name)
+    definition = getattr(parameter, "kwarg_definition", None)
+    if definition is None:
+        return None
+    parts = []
+    if definition.min_length is not None and definition.max_length is not None:
+        parts.append(f"{definition.min_length} to {definition.max_length} characters")
+    if definition.pattern:
+        parts.append(f"matching {definition.pattern}")
+    return " ".join(parts) or None
+
+
+def validation_error_handler(request: Request, error: ValidationException) -> Response:
+    """Return 400 naming each invalid parameter, the value sent and what it must match."""
     extra = error.extra if isinstance(error.extra, list) else []
     details = []
     for item in extra:
-        if isinstance(item, dict):
-            details.append({k: str(v) for k, v in item.items() if k in {"message", "key", "source"}})
-    message = "; ".join(d.get("message", "") for d in details) or str(error.detail)
-    body = _body(400, f"Invalid request: {message}")
-    if details:
-        body["errors"] = details
+        if not isinstance(item, dict):
+            continue
+        key = str(item.get("key", ""))
+        detail = {
+            k: str(getattr(v, "value", v))
+            for k, v in item.items()
+            if k in {"message", "key", "source"}
+        }
+        raw = request.path_params.get(key, request.query_params.get(key))
+        if raw is not None:
+            detail["value"] = str(raw)[:MAX_VALUE_CHARS]
+        rule = _parameter_rule(request, key) if key else None
+        if rule:
+            detail["allowed"] = rule
+        details.append(detail)
+    if not details:
+        return Response(_body(400, f"Invalid request: {error.detail}"), status_code=400)
+    first = details[0]
+    messages = []
+    for detail in details:
+        text = f"Invalid {detail.get('key', 'request')}"
+        if "value" in detail:
+            text += f"={detail['value']!r}"
+        text += f": {detail.get('message', '')}"
+        if "allowed" in detail:
+            text += f"; it must be {detail['allowed']}"
+        messages.append(text)
+    body = _body(
+        400, "; ".join(messages) + ".", first.get("key"), first.get("value"), first.get("allowed")
+    )
+    body["errors"] = details
     return Response(body, status_code=400)
 
 
-def http_error_handler(_: Request, error: HTTPException) -> Response:
-    return Response(
-        _body(error.status_code, str(error.detail)),
-        status_code=error.status_code,
-        headers=error.headers or {},
-    )
+def http_error_handler(request: Request, error: HTTPException) -> Response:
+    """Return Litestar's HTTP errors with a message that says what limit applies."""
+    headers = dict(error.headers or {})
+    message = str(error.detail)
+    if error.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+        limit = request.app.state.get("max_body_bytes", "the configured")
+        message = (
+            f"The request body is larger than the limit of {limit} bytes "
+            "(PERFECT10K_MAX_BODY_BYTES)."
+        )
+    elif error.status_code == HTTP_429_TOO_MANY_REQUESTS:
+        retry_after = headers.get("RateLimit-Reset", "60")
+        headers["Retry-After"] = retry_after
+        message = (
+            f"Too many requests from this client: the limit is {headers.get('RateLimit-Limit')} "
+            f"per minute (PERFECT10K_RATE_LIMIT_PER_MINUTE); retry after {retry_after} s."
+        )
+    return Response(_body(error.status_code, message), status_code=error.status_code, headers=headers)
 
 
 def internal_error_handler(request: Request, error: Exception) -> Response:

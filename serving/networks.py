@@ -78,6 +78,10 @@ class NetworkCache:
     def is_corrupt(self, entry: CellEntry) -> bool:
         return (entry.cell, _version(entry)) in self.corrupt
 
+    def mark_corrupt(self, entry: CellEntry) -> None:
+        """Leave this cell version out of later loads; locate() then treats it as missing."""
+        self.corrupt.add((entry.cell, _version(entry)))
+
     def get(self, region: str, needed: list[CellEntry], ready: list[CellEntry]) -> Network:
         """Return a network of `region` that contains every cell of `needed`.
 

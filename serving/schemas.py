@@ -174,3 +174,48 @@ class Health(Struct):
     cells_built: int
     dagster: str
     cached_networks_mb: float
+    # Counters of the worker process that handled this request, since it started.
+    pid: int = 0
+    requests_cached: int = 0
+    requests_async: int = 0
+    network_cache_hits: int = 0
+    network_cache_misses: int = 0
+
+
+class WebConfig(Struct):
+    """Settings the web map page reads at start."""
+
+    tile_url: str
+    attribution: str
+    min_distance_m: float
+    max_distance_m: float
+    step_length_m: float
+    max_alternatives: int
+    overlay_max_area_deg2: float
+
+
+class OverlayFeature(Struct):
+    """GeoJSON Feature of a map overlay.
+
+    `properties.layer` is "area" for green space and water geometries (with `kind` and
+    `name`) or "score" for an edge midpoint with its feature values in [0, 1].
+    """
+
+    geometry: dict[str, Any]
+    properties: dict[str, Any]
+    type: Literal["Feature"] = "Feature"
+
+
+class OverlayResponse(Struct):
+    """GeoJSON FeatureCollection of the overlays in `bbox`, read from built cells only.
+
+    `areas_truncated` and `scores_truncated` are true when a limit dropped features: the
+    largest areas and an even sample of edges are kept.
+    """
+
+    bbox: tuple[float, float, float, float]
+    features: list[OverlayFeature]
+    cells: int
+    areas_truncated: bool
+    scores_truncated: bool
+    type: Literal["FeatureCollection"] = "FeatureCollection"

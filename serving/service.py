@@ -99,6 +99,17 @@ class RouteService:
         self.dagster = dagster
         self._launch_lock = threading.Lock()
         self.max_cell_age_s = settings.max_cell_age_days * 86400
+        # Requests this process served from ready cells and with a job, for /api/health.
+        self.requests_cached = 0
+        self.requests_async = 0
+        self._counter_lock = threading.Lock()
+
+    def _count_request(self, cached: bool) -> None:
+        with self._counter_lock:
+            if cached:
+                self.requests_cached += 1
+            else:
+                self.requests_async += 1
 
     # Cells
 
@@ -149,7 +160,22 @@ class RouteService:
         try:
             return self.cache.get(area.region, list(area.ready.values()), area.region_ready)
         except CorruptCellError:
+            self._find_corrupt_cells(area)
             return None
+
+    def _find_corrupt_cells(self, area: Area) -> None:
+        """Check every ready cell of the region once a file failed to read.
+
+        A load stops at the first unreadable file; finding all of them now lets one job
+        rebuild every corrupt cell instead of one job per corrupt file.
+        """
+        for entry in area.region_ready:
+            if self.cache.is_corrupt(entry):
+                continue
+            problem = self.warehouse.validate_cell(entry)
+            if problem is not None:
+                log.error("cell %s of region %s is corrupt: %s", entry.cell, area.region, problem)
+                self.cache.mark_corrupt(entry)
 
     # Complete loops
 
@@ -159,8 +185,10 @@ class RouteService:
         if not area.missing:
             network = self.network_for(area)
             if network is not None:
+                self._count_request(cached=True)
                 return self._plan_loops(area, network, params)
             area = self.locate(request.lat, request.lon, request.target_distance)
+        self._count_request(cached=False)
         return self._start_job("loops", params, area)
 
     def _plan_loops(
@@ -230,8 +258,10 @@ class RouteService:
         if not area.missing:
             network = self.network_for(area)
             if network is not None:
+                self._count_request(cached=True)
                 return self._start_route(area, network, params)
             area = self.locate(request.lat, request.lon, request.target_distance)
+        self._count_request(cached=False)
         return self._start_job("route", params, area)
 
     def _start_route(
@@ -437,9 +467,10 @@ class RouteService:
                 ) from error
             job = self.state.add_job(dedupe_key, kind, params, area.needed, run_id)
         log.info(
-            "miss: job %s region %s needs %d cells, %d missing, %d launched in run %s",
-            job.job_id, area.region, len(area.needed), len(area.missing),
-            len(to_build), run_id,
+            "miss: job %s (%s from %.5f,%.5f) region %s needs %d cells, %d missing, "
+            "%d launched in run %s: %s",
+            job.job_id, kind, params["lat"], params["lon"], area.region, len(area.needed),
+            len(area.missing), len(to_build), run_id, ",".join(to_build),
         )
         return job
 
@@ -470,7 +501,16 @@ class RouteService:
         elif run is not None and run.status == "STARTED":
             status = "running"
         elif run is not None and run.status in {"FAILURE", "CANCELED"}:
-            return self._fail(job, f"Dagster run {job.run_id} ended with {run.status}", needed, ready)
+            return self._fail(job, self._run_failure(job, run.status), needed, ready)
+        elif run is not None and run.status == "SUCCESS":
+            stranded = self._stranded_cells(job)
+            if stranded:
+                error = (
+                    f"Dagster run {job.run_id} succeeded but cells {', '.join(stranded)} are "
+                    "still not ready (a file was set aside as corrupt or replaced meanwhile); "
+                    "send the request again to rebuild them"
+                )
+                return self._fail(job, error, needed, ready)
         if time.time() - job.created_at > JOB_TIMEOUT_S:
             return self._fail(job, f"cells not ready after {JOB_TIMEOUT_S:.0f} s", needed, ready)
         return schemas.JobStatus(
@@ -482,6 +522,31 @@ class RouteService:
             error=error,
         )
 
+    def _run_failure(self, job: Job, status: str) -> str:
+        """Return why the job's run ended without building its cells, as Dagster reports it."""
+        error = f"Dagster run {job.run_id} ended with {status}"
+        try:
+            reason = self.dagster.failure_reason(str(job.run_id))
+        except DagsterUnavailable as unavailable:
+            log.warning("job %s: reading why run %s failed: %s", job.job_id, job.run_id, unavailable)
+            reason = None
+        return f"{error}: {reason}" if reason else error
+
+    def _stranded_cells(self, job: Job) -> list[str]:
+        """Return the job's cells that are not ready and that no build run is working on."""
+        params = job.params
+        area = self.locate(params["lat"], params["lon"], params["target_distance"])
+        missing = [cell for cell in job.cells if cell not in area.ready]
+        if not missing:
+            return []
+        try:
+            busy = set()
+            for run in self.dagster.runs_in_flight():
+                busy.update(filter(None, run.tags.get(CELLS_TAG, "").split(",")))
+        except DagsterUnavailable:
+            return []
+        return [cell for cell in missing if cell not in busy]
+
     def _complete(self, job: Job, area: Area, network: planner.Network) -> schemas.JobStatus:
         try:
             if job.kind == "loops":
@@ -491,12 +556,19 @@ class RouteService:
         except planner.PlannerError as error:
             return self._fail(job, str(error), len(job.cells), len(job.cells))
         self.state.finish_job(job.job_id, msgspec.to_builtins(result), None)
+        log.info(
+            "job %s completed: %d cells ready %.1f s after the miss, run %s",
+            job.job_id, len(job.cells), time.time() - job.created_at, job.run_id,
+        )
         finished = self.state.job(job.job_id)
         assert finished is not None
         return self._finished_status(finished, len(job.cells))
 
     def _fail(self, job: Job, error: str, needed: int, ready: int) -> schemas.JobStatus:
-        log.warning("job %s failed: %s", job.job_id, error)
+        log.warning(
+            "job %s failed %.1f s after the miss (run %s): %s",
+            job.job_id, time.time() - job.created_at, job.run_id, error,
+        )
         self.state.finish_job(job.job_id, None, error)
         return schemas.JobStatus(
             job_id=job.job_id,

@@ -1,0 +1,305 @@
+"""Checks every request passes before a handler runs: media type, body size, strict JSON.
+
+Litestar converts request bodies in lax mode, so `{"lat": "43.7"}` would be accepted as
+a number. The `check_json_body` hook decodes the body again in msgspec's strict mode and
+turns each failure into a 400 that names the field, the value sent and the allowed range.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from typing import Any
+
+import msgspec
+import msgspec.inspect as msgspec_inspect
+from litestar import Litestar, Request
+from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.openapi.spec import Schema
+
+from serving.errors import InvalidField, UnsupportedMediaType
+
+log = logging.getLogger(__name__)
+
+# Longest value text quoted back in an error message.
+MAX_VALUE_CHARS = 60
+# Paths the rate limit does not count: liveness probes and the schema.
+RATE_LIMIT_EXEMPT = ["/api/health", "/schema"]
+
+_PATH_RE = re.compile(r" - at `\$\.?([^`]*)`$")
+_FIELD_RE = re.compile(r"field `(.+)`$")
+
+
+class RawNumber(str):
+    """A number or NaN/Infinity constant exactly as the client wrote it in JSON."""
+
+
+def rate_limit_config(per_minute: int) -> RateLimitConfig:
+    """Return the per-client limit of `per_minute` requests, keyed on the client address."""
+    return RateLimitConfig(rate_limit=("minute", per_minute), exclude=RATE_LIMIT_EXEMPT)
+
+
+def is_json_media_type(media_type: str) -> bool:
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def check_json_body(request: Request) -> None:
+    """Reject a request whose body does not decode strictly into the handler's `data` type.
+
+    Handlers without a `data` parameter take no body and are not checked.
+    Raises UnsupportedMediaType (415) for a body that is not JSON, InvalidField (400) for
+    a malformed or invalid body; reading a body over the size limit raises 413.
+    """
+    parameter = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if parameter is None:
+        return
+    model = parameter.annotation
+    media_type, _ = request.content_type
+    if not is_json_media_type(media_type):
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, got {media_type or 'none'!r}.",
+            field="Content-Type",
+        )
+    body = await request.body()
+    if not body.strip():
+        raise InvalidField(
+            f"The request body is empty; send a JSON object with {fields_summary(model)}.",
+            field="body",
+        )
+    try:
+        msgspec.json.decode(body, type=model)
+    except msgspec.ValidationError as error:
+        raise validation_error(model, body, str(error)) from None
+    except msgspec.DecodeError as error:
+        raise decode_error(model, body, str(error)) from None
+
+
+def lenient_fields(body: bytes) -> dict[str, Any] | None:
+    """Decode a body with Python's json, keeping numbers and NaN/Infinity as sent.
+
+    Returns None unless the body is a JSON object.
+    """
+    try:
+        value = json.loads(
+            body, parse_float=RawNumber, parse_int=RawNumber, parse_constant=RawNumber
+        )
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def display_value(value: Any) -> str:
+    """Return a short text of a value as the client sent it."""
+    if isinstance(value, RawNumber):
+        text = str(value)
+    elif isinstance(value, str):
+        text = json.dumps(value)
+        if len(value) > MAX_VALUE_CHARS:
+            text = f"{json.dumps(value[:MAX_VALUE_CHARS])[:-1]}...\" ({len(value)} characters)"
+        return text
+    else:
+        text = _json_text(value)
+    if len(text) > MAX_VALUE_CHARS:
+        text = f"{text[:MAX_VALUE_CHARS]}... ({len(text)} characters)"
+    return text
+
+
+def _json_text(value: Any) -> str:
+    """Return JSON text of a decoded value, writing RawNumber values as they were sent."""
+    if isinstance(value, RawNumber):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_json_text(item) for item in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{json.dumps(key)}: {_json_text(item)}" for key, item in value.items())
+        return "{" + ", ".join(items) + "}"
+    return json.dumps(value, default=str)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if abs(value) < 1e6 else f"{value:.0f}"
+
+
+def describe_type(info: msgspec_inspect.Type) -> str:
+    """Return the values a msgspec type admits, in words: "a number from -90 to 90"."""
+    if isinstance(info, msgspec_inspect.Metadata):
+        return describe_type(info.type)
+    if isinstance(info, msgspec_inspect.UnionType):
+        kinds = [t for t in info.types if not isinstance(t, msgspec_inspect.NoneType)]
+        text = " or ".join(describe_type(t) for t in kinds)
+        return f"{text} or null" if len(kinds) < len(info.types) else text
+    if isinstance(info, (msgspec_inspect.FloatType, msgspec_inspect.IntType)):
+        noun = "an integer" if isinstance(info, msgspec_inspect.IntType) else "a finite number"
+        low, high = info.ge, info.le
+        if low is not None and high is not None:
+            return f"{noun} from {_number(low)} to {_number(high)}"
+        if low is not None:
+            return f"{noun} >= {_number(low)}"
+        if high is not None:
+            return f"{noun} <= {_number(high)}"
+        return noun
+    if isinstance(info, msgspec_inspect.StrType):
+        parts = []
+        if info.min_length is not None:
+            parts.append(f"at least {info.min_length}")
+        if info.max_length is not None:
+            parts.append(f"at most {info.max_length}")
+        text = "a string"
+        if parts:
+            text += f" of {' and '.join(parts)} characters"
+        if info.pattern:
+            text += f" matching {info.pattern}"
+        return text
+    if isinstance(info, msgspec_inspect.BoolType):
+        return "true or false"
+    if isinstance(info, msgspec_inspect.StructType):
+        return f"a JSON object with {fields_summary(info.cls)}"
+    return "a value of the documented type"
+
+
+def _struct_fields(model: Any) -> dict[str, msgspec_inspect.Field]:
+    info = msgspec_inspect.type_info(model)
+    if not isinstance(info, msgspec_inspect.StructType):
+        return {}
+    return {field.name: field for field in info.fields}
+
+
+def fields_summary(model: Any) -> str:
+    """Return the fields of a request model, required ones first: "lat, lon (required), ..."."""
+    fields = _struct_fields(model)
+    required = [name for name, field in fields.items() if field.required]
+    optional = [name for name, field in fields.items() if not field.required]
+    text = f"fields {', '.join(required)} (required)" if required else "fields"
+    if optional:
+        text += f" and {', '.join(optional)} (optional)"
+    return text
+
+
+def allowed_for(model: Any, field: str) -> str | None:
+    """Return the values `field` of `model` admits, or None for an unknown field."""
+    info = _struct_fields(model).get(field)
+    return None if info is None else describe_type(info.type)
+
+
+def validation_error(model: Any, body: bytes, message: str) -> InvalidField:
+    """Turn a msgspec validation message into a 400 naming the field, value and range."""
+    fields = lenient_fields(body) or {}
+    reason = _PATH_RE.sub("", message)
+    path = _PATH_RE.search(message)
+    named = _FIELD_RE.search(message)
+    if path and path.group(1):
+        field = path.group(1)
+        value = fields.get(field.split(".")[0], msgspec.UNSET)
+        value_text = "" if value is msgspec.UNSET else f"={display_value(value)}"
+        allowed = allowed_for(model, field)
+        detail = f"Invalid {field}{value_text}: {reason}."
+        if allowed:
+            detail += f" {field} must be {allowed}."
+        return InvalidField(
+            detail, field=field, value=_value_or_none(value), allowed=allowed
+        )
+    if named and "unknown field" in message:
+        field = named.group(1)
+        value = fields.get(field, msgspec.UNSET)
+        value_text = "" if value is msgspec.UNSET else f"={display_value(value)}"
+        return InvalidField(
+            f"Unknown field {field}{value_text}; this request accepts {fields_summary(model)}.",
+            field=field,
+            value=_value_or_none(value),
+            allowed=fields_summary(model),
+        )
+    if named and "missing required field" in message:
+        field = named.group(1)
+        allowed = allowed_for(model, field)
+        return InvalidField(
+            f"Missing required field {field}; {field} must be {allowed}.",
+            field=field,
+            allowed=allowed,
+        )
+    return InvalidField(
+        f"Invalid request body: {reason}; send a JSON object with {fields_summary(model)}.",
+        field="body",
+        allowed=fields_summary(model),
+    )
+
+
+def decode_error(model: Any, body: bytes, message: str) -> InvalidField:
+    """Turn a JSON syntax error into a 400; NaN and Infinity are named with their field."""
+    fields = lenient_fields(body)
+    if fields is not None:
+        for field, value in fields.items():
+            if isinstance(value, RawNumber) and not math.isfinite(float(value)):
+                allowed = allowed_for(model, field)
+                detail = f"Invalid {field}={value}: JSON has no NaN or Infinity."
+                if allowed:
+                    detail += f" {field} must be {allowed}."
+                return InvalidField(detail, field=field, value=str(value), allowed=allowed)
+    return InvalidField(
+        f"The request body is not valid JSON ({message}); send a JSON object with "
+        f"{fields_summary(model)}.",
+        field="body",
+    )
+
+
+def _value_or_none(value: Any) -> str | None:
+    return None if value is msgspec.UNSET else display_value(value)
+
+
+def request_models(app: Litestar) -> list[type[msgspec.Struct]]:
+    """Return the Struct types that route handlers of `app` take as their JSON body."""
+    models = []
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            signature = getattr(handler, "parsed_fn_signature", None)
+            parameter = None if signature is None else signature.parameters.get("data")
+            annotation = None if parameter is None else parameter.annotation
+            if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+                models.append(annotation)
+    return list(dict.fromkeys(models))
+
+
+def document_strict_bodies(app: Litestar) -> None:
+    """Make the OpenAPI schema of each request body admit exactly what `check_json_body` does.
+
+    Litestar 2.25 leaves out `additionalProperties: false` for Structs that forbid unknown
+    fields, and drops numeric bounds of optional fields such as `seed: int >= 0 | None`.
+    Runs at start-up, before the schema is first served.
+    """
+    components = app.openapi_schema.components.schemas or {}
+    by_title = {
+        schema.title: schema for schema in components.values() if isinstance(schema, Schema)
+    }
+    for model in request_models(app):
+        schema = by_title.get(model.__name__)
+        if schema is None:
+            log.warning("no OpenAPI component for request body %s", model.__name__)
+            continue
+        if model.__struct_config__.forbid_unknown_fields:
+            schema.additional_properties = False
+        for field in _struct_fields(model).values():
+            prop = (schema.properties or {}).get(field.name)
+            bounds = _numeric_bounds(field.type)
+            if not isinstance(prop, Schema) or bounds is None:
+                continue
+            if prop.minimum is None and bounds.ge is not None:
+                prop.minimum = float(bounds.ge)
+            if prop.maximum is None and bounds.le is not None:
+                prop.maximum = float(bounds.le)
+
+
+def _numeric_bounds(
+    info: msgspec_inspect.Type,
+) -> msgspec_inspect.IntType | msgspec_inspect.FloatType | None:
+    if isinstance(info, msgspec_inspect.Metadata):
+        return _numeric_bounds(info.type)
+    if isinstance(info, msgspec_inspect.UnionType):
+        found = [_numeric_bounds(t) for t in info.types]
+        numeric = [bounds for bounds in found if bounds is not None]
+        return numeric[0] if len(numeric) == 1 else None
+    if isinstance(info, (msgspec_inspect.IntType, msgspec_inspect.FloatType)):
+        return info
+    return None
