@@ -12,6 +12,8 @@ import math
 import msgspec
 import numpy as np
 
+from planner.closing import Walk, close_walk, join_walk, measure, stem_edges
+from planner.closing import context as closing_context
 from planner.errors import InvalidWaypoint, NoLoopFound, RouteFinalized
 from planner.network import FEATURE_NAMES, Network
 from planner.preferences import Preference, parse_preference
@@ -29,8 +31,6 @@ from planner.snap import snap_start
 from planner.walks import (
     Segment,
     feature_shares,
-    retrace_length,
-    trim_spurs,
     walk_coordinates,
     walk_segments,
 )
@@ -50,6 +50,18 @@ RETURN_ALLOWANCE = 1.02
 # In the closing step, candidate + way back must match the remaining distance to this
 # share of the target.
 CLOSING_TOLERANCE = 0.03
+
+# Finalizing is suggested once the remaining distance exceeds the shortest way back by less
+# than this share of a step: finalize then closes the route with a detour of that length.
+FINALIZE_SLACK_STEPS = 0.6
+
+# Outside the closing step, candidates lie at least this many steps from the start.
+NEAR_START_STEPS = 0.25
+
+# Searches run on the network within this share of the target around the start (straight
+# line), plus the margin: a route of about the target length never leaves that circle.
+LOCAL_RADIUS_SHARE = 0.55
+LOCAL_MARGIN_M = 300.0
 
 # Best-scored ends checked for a way back that reuses their own path.
 OVERLAP_CHECKS = 40
@@ -143,16 +155,17 @@ def suggest_candidates(
     _check_open(state)
     if not isinstance(preference, Preference):
         preference = parse_preference(preference)
+    network = _local_network(network, state)
     start = _node(network, state.start_node_id)
     current = _node(network, state.node_ids[-1])
     walked = _edge_indices(network, state.edge_ids)
     remaining = state.remaining_m
-    step = float(np.clip(state.target_m / STEPS_PER_ROUTE, MIN_STEP_M, MAX_STEP_M))
+    step = _step_length(state.target_m)
     back, back_tree = _way_back(network, start, walked, max(remaining, step) * 2.5)
 
     back_here = float(back[current])
     state.finalize_suggested = bool(
-        state.waypoint_node_ids and remaining <= back_here + CLOSING_TOLERANCE * state.target_m
+        state.waypoint_node_ids and remaining <= back_here + FINALIZE_SLACK_STEPS * step
     )
     if state.finalize_suggested:
         state.candidates = []
@@ -189,6 +202,9 @@ def suggest_candidates(
     eligible, closing = _eligible(
         length, back_reached, retrace, remaining, step, closing, state.target_m
     )
+    if not closing:
+        # A step that ends back at the start leaves nothing to close the loop with.
+        eligible &= back[reached] >= NEAR_START_STEPS * step
     if not eligible.any():
         state.finalize_suggested = bool(state.waypoint_node_ids)
         state.candidates = []
@@ -201,9 +217,14 @@ def suggest_candidates(
         score -= 0.1 * np.abs(length - step) / step
     score = np.clip(score + rng.uniform(0.0, 0.02, size=score.shape[0]), 0.0, 1.0)
 
-    bearings = np.degrees(
-        np.arctan2(network.x[reached] - network.x[current], network.y[reached] - network.y[current])
-    ) % 360.0
+    bearings = (
+        np.degrees(
+            np.arctan2(
+                network.x[reached] - network.x[current], network.y[reached] - network.y[current]
+            )
+        )
+        % 360.0
+    )
     offered = _without_overlap(
         network, np.flatnonzero(eligible), score, reached, tree, back_tree, start
     )
@@ -263,40 +284,59 @@ def add_waypoint(network: Network, state: RouteState, candidate_id: str) -> Rout
         distance_m=round(distance, 1),
         waypoint_node_ids=state.waypoint_node_ids + [candidate.node_id],
     )
+    network = _local_network(network, new_state)
     start = _node(network, state.start_node_id)
     walked = _edge_indices(network, edge_ids)
     back, _ = _way_back(network, start, walked, new_state.remaining_m * 1.5 + 1000.0)
     here = float(back[_node(network, candidate.node_id)])
-    new_state.finalize_suggested = bool(
-        new_state.remaining_m <= here + CLOSING_TOLERANCE * state.target_m
-    )
+    step = _step_length(state.target_m)
+    new_state.finalize_suggested = bool(new_state.remaining_m <= here + FINALIZE_SLACK_STEPS * step)
     return new_state
 
 
 def finalize(network: Network, state: RouteState) -> FinalRoute:
-    """Close the route back to the start, avoiding walked edges where possible.
+    """Close the route back to the start so that it reaches the target where it can.
 
-    Marks `state` finalized (in place). Raises RouteFinalized when it already is and
-    NoLoopFound when no waypoint was added or the start cannot be reached.
+    When the remaining distance exceeds the shortest way back, the way back makes a detour
+    of about the difference. Walked edges are avoided where possible. Marks `state`
+    finalized (in place). Raises RouteFinalized when it already is and NoLoopFound when no
+    waypoint was added or the start cannot be reached.
     """
     _check_open(state)
     if not state.waypoint_node_ids:
         raise NoLoopFound("Add at least one waypoint before closing the route.")
+    network = _local_network(network, state)
     start = _node(network, state.start_node_id)
     current = _node(network, state.node_ids[-1])
     walked = _edge_indices(network, state.edge_ids)
+    nodes = [_node(network, node_id) for node_id in state.node_ids]
     factor = np.ones(network.edge_count)
     factor[walked] = USED_EDGE_FACTOR
-    matrix = cost_matrix(network, edge_costs(network, parse_preference("")), factor)
-    _, tree = shortest_tree(matrix, current, np.inf)
-    if current != start and tree[start] < 0:
-        raise NoLoopFound("The start cannot be reached from the last waypoint.")
+    factor[stem_edges(network, start)] = 1.0
+    costs = edge_costs(network, parse_preference(""))
+    ctx = closing_context(network, start, costs, np.zeros(network.edge_count))
 
-    nodes = [_node(network, node_id) for node_id in state.node_ids]
-    nodes += tree_path(tree, start)[1:] if current != start else []
-    edges = walked.tolist() + path_edges(network, tree_path(tree, start))
-    nodes, edges = trim_spurs(nodes, edges)
-    distance = float(network.length[edges].sum())
+    # The shortest way back avoiding walked edges, and the plain shortest one, which may
+    # retrace part of the route but is the shorter when the route ran into a dead end.
+    target = state.target_m
+    best: Walk | None = None
+    for edge_factor in (factor, None):
+        _, tree = shortest_tree(cost_matrix(network, costs, edge_factor), current, np.inf)
+        if current != start and tree[start] < 0:
+            raise NoLoopFound("The start cannot be reached from the last waypoint.")
+        way_back = tree_path(tree, start) if current != start else [current]
+        walk = measure(ctx, *join_walk(network, nodes, walked.tolist(), way_back, True))
+        if best is None or walk.rank(target) < best.rank(target):
+            best = walk
+    if best.length < (1.0 - CLOSING_TOLERANCE) * target:
+        detour, _ = close_walk(
+            ctx, nodes, walked.tolist(), target, factor, 2.0 * state.remaining_m + 500.0, None, True
+        )
+        if detour is not None and detour.rank(target) < best.rank(target):
+            best = detour
+
+    nodes, edges = best.nodes, best.edges
+    distance = best.length
     coordinates = walk_coordinates(network, nodes, edges)
     coordinates[-1] = coordinates[0]
     shares = feature_shares(network, edges)
@@ -313,14 +353,37 @@ def finalize(network: Network, state: RouteState) -> FinalRoute:
         green_share=round(shares["green"], 4),
         water_share=round(shares["water"], 4),
         quiet_share=round(shares["quiet"], 4),
-        retrace_share=round(retrace_length(network, edges) / max(distance, 1.0), 4),
+        retrace_share=round(best.retrace, 4),
         snap_distance_m=state.snap_distance_m,
     )
 
 
+def _step_length(target: float) -> float:
+    return float(np.clip(target / STEPS_PER_ROUTE, MIN_STEP_M, MAX_STEP_M))
+
+
+def _local_network(network: Network, state: RouteState) -> Network:
+    """Return the part of `network` around the route's start that holds the whole route.
+
+    Falls back to the whole network when the walk so far leaves that part.
+    """
+    if network.parent_nodes is not None:
+        return network
+    start = network.node_index(state.start_node_id)
+    if start < 0:
+        return network
+    radius = LOCAL_RADIUS_SHARE * max(state.target_m, state.distance_m) + LOCAL_MARGIN_M
+    local = network.around(start, radius)
+    if any(local.node_index(node_id) < 0 for node_id in state.node_ids[-1:]) or any(
+        local.edge_index(edge_id) < 0 for edge_id in state.edge_ids
+    ):
+        return network
+    return local
+
+
 def _check_open(state: RouteState) -> None:
     if state.finalized:
-        raise RouteFinalized("The route is already closed; start a new route to change it.")
+        raise RouteFinalized("The route is already closed. Start a new route to change it.")
 
 
 def _node(network: Network, node_id: int) -> int:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +24,48 @@ EARTH_RADIUS_M = 6_371_008.8
 # Edges shorter than this get this length as cost, because scipy's csgraph treats a zero
 # stored in a sparse matrix as a missing edge.
 MIN_COST_M = 0.01
+
+# Entries kept in a network's cache (edge costs per preference, lookup arrays, and one
+# cache of sub-networks). Every other entry is at most a few arrays of one value per edge.
+CACHE_ENTRIES = 24
+
+# Sub-networks kept per network. Each can be a large part of its parent, so few are kept:
+# enough for the steps of a few interactive routes at once.
+AROUND_ENTRIES = 4
+
+
+class BoundedCache:
+    """Least-recently-used mapping with a fixed number of entries, safe across threads."""
+
+    def __init__(self, max_entries: int = CACHE_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        with self._lock:
+            if key not in self._entries:
+                return default
+            self._entries.move_to_end(key)
+            return self._entries[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get_or_build(self, key: Any, build: Callable[[], Any]) -> Any:
+        """Return the entry for `key`, building it outside the lock when it is missing."""
+        value = self.get(key)
+        if value is None:
+            value = build()
+            self[key] = value
+        return value
 
 
 @dataclass(eq=False)
@@ -63,11 +108,15 @@ class Network:
     component_length_m: np.ndarray
     largest_component: int
     kdtree: cKDTree | None
-    # Water polygons and coastlines in local metres; a start never snaps across them.
+    # Water polygons, waterway lines and coastlines in local metres; a start never snaps
+    # across them.
     water_geoms: np.ndarray
     water_tree: shapely.STRtree | None
-    # Per-network results reused across requests (edge costs per preference, trees).
-    cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+    # Per-network results reused across requests (edge costs per preference, sub-networks).
+    cache: BoundedCache = field(default_factory=BoundedCache, repr=False)
+    # Rows of the parent network for a network made by `around`, else None.
+    parent_nodes: np.ndarray | None = field(default=None, repr=False)
+    parent_edges: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def node_count(self) -> int:
@@ -205,6 +254,79 @@ class Network:
         if row < order.shape[0] and self.edge_ids[order[row]] == edge_id:
             return int(order[row])
         return -1
+
+    def around(self, node: int, radius_m: float) -> Network:
+        """Return the part of the network within `radius_m` (straight line) of a node.
+
+        A closed walk of length L never leaves the circle of radius L / 2 around its start,
+        so searches for it can run on this smaller network. Results are cached per node and
+        radius. Node and edge ids are the parent's, so ids move freely between the two.
+        """
+        key = (int(node), round(float(radius_m), -1))
+        cache = self.cache.get_or_build("around", lambda: BoundedCache(AROUND_ENTRIES))
+        return cache.get_or_build(key, lambda: self._build_around(node, radius_m))
+
+    def _build_around(self, node: int, radius_m: float) -> Network:
+        inside = np.hypot(self.x - self.x[node], self.y - self.y[node]) <= radius_m
+        edges = np.flatnonzero(inside[self.edge_u] & inside[self.edge_v])
+        nodes = np.unique(np.concatenate([self.edge_u[edges], self.edge_v[edges], [node]]))
+        remap = np.full(self.node_count, -1, dtype=np.int32)
+        remap[nodes] = np.arange(nodes.shape[0], dtype=np.int32)
+        edge_u = remap[self.edge_u[edges]]
+        edge_v = remap[self.edge_v[edges]]
+        length = self.length[edges]
+        oneway = self.oneway[edges]
+
+        starts = self.geom_offsets[edges]
+        counts = self.geom_offsets[edges + 1] - starts
+        geom_offsets = np.zeros(edges.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=geom_offsets[1:])
+        points = np.repeat(starts - geom_offsets[:-1], counts) + np.arange(int(geom_offsets[-1]))
+
+        count = nodes.shape[0]
+        kept = np.zeros(self.edge_count, dtype=bool)
+        kept[edges] = True
+        edge_remap = np.full(self.edge_count, -1, dtype=np.int32)
+        edge_remap[edges] = np.arange(edges.shape[0], dtype=np.int32)
+        csr, csr_edge = _sub_csr(self.csr, self.csr_edge, kept, remap, edge_remap, count)
+        csr_reverse, csr_reverse_edge = _sub_csr(
+            self.csr_reverse, self.csr_reverse_edge, kept, remap, edge_remap, count
+        )
+        return Network(
+            node_ids=self.node_ids[nodes],
+            lat=self.lat[nodes],
+            lon=self.lon[nodes],
+            x=self.x[nodes],
+            y=self.y[nodes],
+            lat0=self.lat0,
+            lon0=self.lon0,
+            edge_ids=self.edge_ids[edges],
+            edge_u=edge_u,
+            edge_v=edge_v,
+            length=length,
+            oneway=oneway,
+            features=self.features[edges],
+            highway_codes=self.highway_codes[edges],
+            highway_names=self.highway_names,
+            surface_codes=self.surface_codes[edges],
+            surface_names=self.surface_names,
+            geom_offsets=geom_offsets,
+            geom_lon=self.geom_lon[points],
+            geom_lat=self.geom_lat[points],
+            csr=csr,
+            csr_edge=csr_edge,
+            csr_reverse=csr_reverse,
+            csr_reverse_edge=csr_reverse_edge,
+            component=self.component[nodes],
+            component_length_m=self.component_length_m,
+            largest_component=self.largest_component,
+            kdtree=None,
+            water_geoms=np.array([], dtype=object),
+            water_tree=None,
+            cache=BoundedCache(),
+            parent_nodes=nodes,
+            parent_edges=edges,
+        )
 
     def feature(self, name: str) -> np.ndarray:
         return self.features[:, FEATURE_NAMES.index(name)]
@@ -378,24 +500,48 @@ def _directed_csr(
 
     indptr = np.zeros(node_count + 1, dtype=np.int32)
     np.cumsum(np.bincount(rows, minlength=node_count), out=indptr[1:])
-    matrix = csr_matrix(
-        (weights, cols.astype(np.int32), indptr), shape=(node_count, node_count)
-    )
+    matrix = csr_matrix((weights, cols.astype(np.int32), indptr), shape=(node_count, node_count))
     return matrix, entry_edge.astype(np.int32)
 
 
+def _sub_csr(
+    matrix: csr_matrix,
+    entry_edge: np.ndarray,
+    kept: np.ndarray,
+    node_remap: np.ndarray,
+    edge_remap: np.ndarray,
+    count: int,
+) -> tuple[csr_matrix, np.ndarray]:
+    """Return the entries of a CSR adjacency whose edge is kept, renumbered.
+
+    Kept nodes keep their relative order, so rows stay sorted and no sort is needed.
+    """
+    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), np.diff(matrix.indptr))
+    keep = kept[entry_edge]
+    rows = node_remap[rows[keep]]
+    cols = node_remap[matrix.indices[keep]]
+    indptr = np.zeros(count + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=count), out=indptr[1:])
+    sub = csr_matrix((count, count))
+    sub.data = matrix.data[keep]
+    sub.indices = cols.astype(np.int32)
+    sub.indptr = indptr
+    return sub, edge_remap[entry_edge[keep]]
+
+
 def _water_geometries(areas: pa.Table | None, lat0: float, lon0: float) -> np.ndarray:
-    """Return water polygons and coastlines projected to local metres."""
+    """Return water polygons, waterway lines and coastlines projected to local metres."""
     if areas is None or areas.num_rows == 0:
         return np.array([], dtype=object)
     kinds = np.array(pc.fill_null(areas.column("kind"), "").to_pylist(), dtype=object)
-    wanted = np.flatnonzero((kinds == "water") | (kinds == "coastline"))
+    is_line_kind = (kinds == "coastline") | (kinds == "waterway")
+    wanted = np.flatnonzero((kinds == "water") | is_line_kind)
     if wanted.size == 0:
         return np.array([], dtype=object)
     blobs = areas.column("wkb").take(pa.array(wanted)).to_pylist()
     geoms = shapely.from_wkb(np.array(blobs, dtype=object), on_invalid="ignore")
     is_polygon = np.isin(shapely.get_type_id(geoms), [3, 6])
-    keep = ~shapely.is_missing(geoms) & (is_polygon | (kinds[wanted] == "coastline"))
+    keep = ~shapely.is_missing(geoms) & (is_polygon | is_line_kind[wanted])
     geoms = geoms[keep]
 
     def to_metres(coords: np.ndarray) -> np.ndarray:

@@ -24,30 +24,97 @@ GROUP_FEATURES: dict[str, tuple[str, ...]] = {
 
 SYNONYMS: dict[str, str] = {
     **dict.fromkeys(
-        "park parks garden gardens green greenery nature tree trees forest forests wood woods"
-        " woodland meadow meadows countryside".split(),
+        [
+            "park",
+            "parks",
+            "garden",
+            "gardens",
+            "green",
+            "greenery",
+            "nature",
+            "tree",
+            "trees",
+            "forest",
+            "forests",
+            "wood",
+            "woods",
+            "woodland",
+            "meadow",
+            "meadows",
+            "countryside",
+        ],
         "green",
     ),
     **dict.fromkeys(
-        "water river rivers riverside lake lakes lakeside sea seaside coast coastal beach"
-        " beaches canal canals waterfront harbour harbor pond ponds stream streams".split(),
+        [
+            "water",
+            "river",
+            "rivers",
+            "riverside",
+            "lake",
+            "lakes",
+            "lakeside",
+            "sea",
+            "seaside",
+            "coast",
+            "coastal",
+            "beach",
+            "beaches",
+            "canal",
+            "canals",
+            "waterfront",
+            "harbour",
+            "harbor",
+            "pond",
+            "ponds",
+            "stream",
+            "streams",
+        ],
         "water",
     ),
-    **dict.fromkeys("quiet calm peaceful residential tranquil silent".split(), "quiet"),
+    **dict.fromkeys(["quiet", "calm", "peaceful", "residential", "tranquil", "silent"], "quiet"),
     **dict.fromkeys(
-        "sight sights sightseeing view views viewpoint viewpoints landmark landmarks"
-        " monument monuments".split(),
+        [
+            "sight",
+            "sights",
+            "sightseeing",
+            "view",
+            "views",
+            "viewpoint",
+            "viewpoints",
+            "landmark",
+            "landmarks",
+            "monument",
+            "monuments",
+        ],
         "poi",
     ),
 }
 
-NEGATORS = frozenset("no not avoid avoiding without dont don't never skip less fewer".split())
+NEGATORS = frozenset(
+    ["no", "not", "avoid", "avoiding", "without", "dont", "don't", "never", "skip", "less", "fewer"]
+)
 
 # Words that name what to avoid once a negator opened a scope ("avoid busy roads").
 AVOID_TERMS: dict[str, str] = {
-    **dict.fromkeys("step steps stair stairs staircase staircases stairway".split(), "steps"),
     **dict.fromkeys(
-        "busy main road roads traffic highway highways car cars major arterial".split(), "busy"
+        ["step", "steps", "stair", "stairs", "staircase", "staircases", "stairway"], "steps"
+    ),
+    **dict.fromkeys(
+        [
+            "busy",
+            "main",
+            "road",
+            "roads",
+            "traffic",
+            "highway",
+            "highways",
+            "car",
+            "cars",
+            "major",
+            "arterial",
+        ],
+        "busy",
     ),
 }
 
@@ -55,11 +122,79 @@ AVOID_TERMS: dict[str, str] = {
 NEGATION_SCOPE = 3
 
 STOP_WORDS = frozenset(
-    "a an the and or with along by near some lots lot of to for i me my we like likes love"
-    " want wants would please through in on at via more much prefer prefers preferably"
-    " walk walking walks route routes loop loops way ways path paths street streets road roads lane"
-    " lanes area areas around mostly lots plenty nice good beautiful pretty lovely but also"
-    " as many few if possible".split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "with",
+        "along",
+        "by",
+        "near",
+        "some",
+        "lots",
+        "lot",
+        "of",
+        "to",
+        "for",
+        "i",
+        "me",
+        "my",
+        "we",
+        "like",
+        "likes",
+        "love",
+        "want",
+        "wants",
+        "would",
+        "please",
+        "through",
+        "in",
+        "on",
+        "at",
+        "via",
+        "more",
+        "much",
+        "prefer",
+        "prefers",
+        "preferably",
+        "walk",
+        "walking",
+        "walks",
+        "route",
+        "routes",
+        "loop",
+        "loops",
+        "way",
+        "ways",
+        "path",
+        "paths",
+        "street",
+        "streets",
+        "road",
+        "roads",
+        "lane",
+        "lanes",
+        "area",
+        "areas",
+        "around",
+        "mostly",
+        "lots",
+        "plenty",
+        "nice",
+        "good",
+        "beautiful",
+        "pretty",
+        "lovely",
+        "but",
+        "also",
+        "as",
+        "many",
+        "few",
+        "if",
+        "possible",
+    ]
 )
 
 # Extra cost factor (cost = length * (1 + penalty)) per avoided kind and highway tag.
@@ -95,7 +230,7 @@ class Preference:
     @property
     def key(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Hashable identity of the weights, for caching edge costs per network."""
-        return (self.groups, tuple(sorted(self.avoid)))
+        return (tuple(sorted(self.groups)), tuple(sorted(self.avoid)))
 
     @property
     def is_neutral(self) -> bool:

@@ -65,10 +65,8 @@ def cost_matrix(
     return matrix
 
 
-def shortest_tree(
-    matrix: csr_matrix, source: int, limit: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run one Dijkstra from `source`, stopping at cost `limit`; returns (cost, predecessor)."""
+def shortest_tree(matrix: csr_matrix, source: int, limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """Run one Dijkstra from `source` up to cost `limit` and return (costs, predecessors)."""
     costs, predecessors = dijkstra(
         matrix, directed=True, indices=source, return_predecessors=True, limit=limit
     )

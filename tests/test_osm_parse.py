@@ -11,7 +11,7 @@ import osmium
 import pyarrow as pa
 import pytest
 import shapely
-from osm_builders import Member, Node, Relation, Way, grid_nodes, write_osm
+from tests.osm_builders import Member, Node, Relation, Way, grid_nodes, write_osm
 
 from pipelines.osm import EDGE_ID_FACTOR, ParsedRegion, parse_extract
 from warehouse.schema import REGION_AREAS, REGION_EDGES, REGION_NODES, REGION_POIS

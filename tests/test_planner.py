@@ -463,13 +463,10 @@ def test_step_state_survives_json(grid_network: Network) -> None:
 
 
 def load_extract(name: str) -> Network:
-    from pipelines.features import compute_edge_features
-    from pipelines.osm import parse_extract
+    """Return the network of a real extract, parsed once per test session."""
+    from planner._quick_eval import load_network
 
-    path = next(EXTRACTS.glob(f"{name}-*.osm.pbf"))
-    region = parse_extract(path)
-    features = compute_edge_features(region.edges, region.areas, region.pois)
-    return Network.from_tables(region.nodes, region.edges, features, region.areas)
+    return load_network(str(next(EXTRACTS.glob(f"{name}-*.osm.pbf"))))
 
 
 @pytest.fixture(scope="module")
