@@ -3,7 +3,6 @@
 from dagster import define_asset_job, in_process_executor
 
 from pipelines.assets import cell_features, cell_network
-from pipelines.partitions import h3_cells_partitions
 from pipelines.tags import BUILD_CELLS_JOB
 
 # One run covers every missing cell of a request, in one process: starting a run worker
@@ -11,7 +10,6 @@ from pipelines.tags import BUILD_CELLS_JOB
 build_cells_job = define_asset_job(
     BUILD_CELLS_JOB,
     selection=[cell_network, cell_features],
-    partitions_def=h3_cells_partitions,
     executor_def=in_process_executor,
     description="Build the network and features of the H3 cells named by the run's tags.",
 )
