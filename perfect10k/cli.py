@@ -45,13 +45,20 @@ def command_import(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        result = import_region(
-            Warehouse(settings.warehouse_dir),
-            Path(args.extract),
-            settings.h3_resolution,
-            region=args.region,
-            progress=lambda line: print(f"  {line}", flush=True),
-        )
+        try:
+            result = import_region(
+                Warehouse(settings.warehouse_dir),
+                Path(args.extract),
+                settings.h3_resolution,
+                region=args.region,
+                progress=lambda line: print(f"  {line}", flush=True),
+            )
+        except RuntimeError as error:
+            # pyosmium raises RuntimeError for files that are not OSM data or are cut short.
+            raise ValueError(
+                f"{args.extract} could not be read as an OSM extract ({error}); "
+                "expected an .osm.pbf, .osm or .osm.bz2 file"
+            ) from error
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     if result.unchanged:

@@ -32,7 +32,7 @@ from serving.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from serving.networks import NetworkCache
 from serving.state import Job, StateStore
 from warehouse import CellEntry, CorruptCellError, Warehouse
-from warehouse.cells import cell_of, cells_for_loop
+from warehouse.cells import apothem_m, cell_of, cells_around, cells_for_loop
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ REGION_MARGIN_DEG = 0.01
 # A job whose cells are not ready this long after it started is reported as failed.
 JOB_TIMEOUT_S = 300.0
 STEP_LENGTH_M = 0.8
+# Network loads tried per request when corrupt files keep turning up.
+MAX_LOAD_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -138,9 +140,13 @@ class RouteService:
         start_cell = cell_of(lat, lon, resolution)
         region, record = max(inside, key=lambda item: item[1]["cells"].get(start_cell, 0))
         needed = [c for c in cells_for_loop(lat, lon, target_m, resolution) if c in record["cells"]]
-        if not needed:
+        # The start snaps within a few hundred metres, so a start whose cell and neighbours
+        # hold no edge can never be served: reject it before building anything.
+        nearby = cells_around(lat, lon, apothem_m(resolution), resolution)
+        if not needed or not any(cell in record["cells"] for cell in nearby):
             raise Unprocessable(
-                f"No walkable way lies near lat={lat}, lon={lon} in region {region}.",
+                f"No walkable way lies near lat={lat}, lon={lon} in region {region}; "
+                "choose a start on or next to a street or path.",
                 field="lat",
             )
         region_ready = [
@@ -166,8 +172,8 @@ class RouteService:
     def _find_corrupt_cells(self, area: Area) -> None:
         """Check every ready cell of the region once a file failed to read.
 
-        A load stops at the first unreadable file; finding all of them now lets one job
-        rebuild every corrupt cell instead of one job per corrupt file.
+        A load stops at the first unreadable file. Finding all of them now lets one job
+        rebuild every corrupt cell, instead of one job per corrupt file.
         """
         for entry in area.region_ready:
             if self.cache.is_corrupt(entry):
@@ -181,15 +187,30 @@ class RouteService:
 
     def loops(self, request: schemas.LoopRequest) -> schemas.LoopsResponse | schemas.AsyncResponse:
         params = msgspec.to_builtins(request)
-        area = self.locate(request.lat, request.lon, request.target_distance)
-        if not area.missing:
-            network = self.network_for(area)
-            if network is not None:
-                self._count_request(cached=True)
-                return self._plan_loops(area, network, params)
-            area = self.locate(request.lat, request.lon, request.target_distance)
+        area, network = self._area_network(request.lat, request.lon, request.target_distance)
+        if network is not None:
+            self._count_request(cached=True)
+            return self._plan_loops(area, network, params)
         self._count_request(cached=False)
         return self._start_job("loops", params, area)
+
+    def _area_network(
+        self, lat: float, lon: float, target_m: float
+    ) -> tuple[Area, planner.Network | None]:
+        """Return the area of a request and its network, or no network while cells are missing.
+
+        A corrupt file found during the load marks its cell as missing and the load is
+        retried without it, so a corrupt cell that this request does not need costs no job.
+        """
+        area = self.locate(lat, lon, target_m)
+        for _ in range(MAX_LOAD_ATTEMPTS):
+            if area.missing:
+                return area, None
+            network = self.network_for(area)
+            if network is not None:
+                return area, network
+            area = self.locate(lat, lon, target_m)
+        return area, None
 
     def _plan_loops(
         self, area: Area, network: planner.Network, params: dict[str, Any]
@@ -254,13 +275,10 @@ class RouteService:
         self, request: schemas.StartRouteRequest
     ) -> schemas.StartRouteResponse | schemas.AsyncResponse:
         params = msgspec.to_builtins(request)
-        area = self.locate(request.lat, request.lon, request.target_distance)
-        if not area.missing:
-            network = self.network_for(area)
-            if network is not None:
-                self._count_request(cached=True)
-                return self._start_route(area, network, params)
-            area = self.locate(request.lat, request.lon, request.target_distance)
+        area, network = self._area_network(request.lat, request.lon, request.target_distance)
+        if network is not None:
+            self._count_request(cached=True)
+            return self._start_route(area, network, params)
         self._count_request(cached=False)
         return self._start_job("route", params, area)
 
@@ -406,6 +424,10 @@ class RouteService:
     def _start_job(self, kind: str, params: dict[str, Any], area: Area) -> schemas.AsyncResponse:
         """Return the job that builds the area's missing cells, launching one Dagster run."""
         missing = area.missing
+        if not missing:
+            raise ServiceUnavailable(
+                "Files of this area failed to read several times; retry shortly.", 5
+            )
         canonical = json.dumps({"kind": kind, "params": params, "cells": missing}, sort_keys=True)
         dedupe_key = hashlib.sha256(canonical.encode()).hexdigest()
         since = time.time() - JOB_TIMEOUT_S
@@ -430,8 +452,8 @@ class RouteService:
                 return job
             if self.state.count_open_jobs(since) >= self.settings.max_pending_jobs:
                 raise ServiceUnavailable(
-                    f"{self.settings.max_pending_jobs} areas are being built already; "
-                    "retry this new area shortly.",
+                    f"{self.settings.max_pending_jobs} new areas are being built, the "
+                    "configured maximum; retry this one shortly.",
                     retry_after_s=15,
                 )
             reason = self.dagster.unhealthy_reason()

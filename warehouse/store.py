@@ -334,17 +334,26 @@ class Warehouse:
                 result = connection.sql(
                     "SELECT * FROM read_parquet($paths)", params={"paths": paths}
                 ).to_arrow_table()
-            except (duckdb.Error, OSError) as error:
+                merged[table] = result.cast(expected)
+            except (duckdb.Error, OSError, pa.ArrowException, ValueError, KeyError) as error:
                 raise self._locate_corrupt(entries, table, error) from error
-            merged[table] = result.cast(expected)
         return merged
 
     def _locate_corrupt(
         self, entries: list[CellEntry], table: str, error: Exception
     ) -> WarehouseError:
+        """Return a CorruptCellError for the first cell whose `table` file is unusable.
+
+        A file counts as unusable when it does not read or its columns differ from the
+        schema, which DuckDB reports as a mismatch across the files of one query.
+        """
+        expected = CELL_TABLES[table]
         for entry in entries:
             path = self.cell_files(entry)[table]
             try:
+                columns = pq.read_schema(path).names
+                if columns != expected.names:
+                    return CorruptCellError(entry.cell, path, f"unexpected columns {columns}")
                 pq.ParquetFile(path).read()
             except (OSError, pa.ArrowException) as inner:
                 return CorruptCellError(entry.cell, path, str(inner))

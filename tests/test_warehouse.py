@@ -1,0 +1,105 @@
+"""Warehouse reads on real Monaco cells: merged reads, and files that are damaged or swapped."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from perfect10k.settings import load_settings
+from pipelines.cells import (
+    RegionFeatureSource,
+    build_cell_features,
+    build_cell_network,
+    cell_needs_build,
+)
+from pipelines.regions import import_region
+from serving.dagster_client import DagsterClient
+from serving.errors import ServiceUnavailable
+from serving.networks import NetworkCache
+from serving.schemas import LoopRequest
+from serving.service import RouteService
+from serving.state import StateStore
+from tests.conftest import MONACO, MONACO_START, free_port
+from warehouse import CorruptCellError, Warehouse
+
+# Fontvieille, in the south-west of Monaco: a short loop there needs three of four cells.
+FONTVIEILLE = (43.7310, 7.4190)
+
+
+@pytest.fixture
+def monaco_warehouse(tmp_path: Path) -> Warehouse:
+    """A warehouse with Monaco imported and every Monaco cell built."""
+    warehouse = Warehouse(tmp_path / "warehouse")
+    import_region(warehouse, MONACO, 7)
+    source = RegionFeatureSource(warehouse)
+    for cell in warehouse.regions()["monaco"]["cells"]:
+        build_cell_network(warehouse, cell)
+        build_cell_features(warehouse, cell, source)
+    return warehouse
+
+
+def swap_edges_for_nodes(warehouse: Warehouse, cell: str) -> Path:
+    """Overwrite a cell's edges file with its nodes file: valid Parquet, wrong columns."""
+    files = warehouse.cell_files(warehouse.cell_entry(cell))
+    shutil.copyfile(files["nodes"], files["edges"])
+    return files["edges"]
+
+
+def service_for(warehouse: Warehouse, tmp_path: Path) -> RouteService:
+    """A route service over `warehouse` whose Dagster address has nothing listening."""
+    settings = load_settings()
+    dagster = DagsterClient(f"http://127.0.0.1:{free_port()}", timeout_s=2.0)
+    cache = NetworkCache(warehouse, 200 * 1024 * 1024)
+    return RouteService(settings, warehouse, cache, StateStore(tmp_path / "state"), dagster)
+
+
+def test_read_cells_merges_every_cell(monaco_warehouse):
+    entries = list(monaco_warehouse.cell_entries().values())
+    tables = monaco_warehouse.read_cells(entries)
+    assert tables["edges"].num_rows == sum(entry.edges for entry in entries)
+    assert tables["edge_features"].num_rows == tables["edges"].num_rows
+
+
+def test_swapped_file_is_reported_as_corrupt(monaco_warehouse):
+    cell = min(monaco_warehouse.cell_entries())
+    swap_edges_for_nodes(monaco_warehouse, cell)
+    with pytest.raises(CorruptCellError) as raised:
+        monaco_warehouse.read_cells(list(monaco_warehouse.cell_entries().values()))
+    assert raised.value.cell == cell
+
+
+def test_swapped_file_is_quarantined_before_rebuild(monaco_warehouse):
+    cell = min(monaco_warehouse.cell_entries())
+    swap_edges_for_nodes(monaco_warehouse, cell)
+    assert cell_needs_build(monaco_warehouse, cell)
+    assert monaco_warehouse.cell_entry(cell) is None
+    quarantined = list((monaco_warehouse.root / "quarantine").glob(f"{cell}-*"))
+    assert quarantined, "the damaged version must be set aside"
+
+
+def test_corrupt_cell_not_needed_costs_no_job(monaco_warehouse, tmp_path):
+    service = service_for(monaco_warehouse, tmp_path)
+    lat, lon = FONTVIEILLE
+    area = service.locate(lat, lon, 1500)
+    unneeded = [cell for cell in monaco_warehouse.cell_entries() if cell not in area.needed]
+    assert unneeded, "a short loop in Fontvieille must not need every Monaco cell"
+    swap_edges_for_nodes(monaco_warehouse, unneeded[0])
+
+    answer = service.loops(LoopRequest(lat=lat, lon=lon, target_distance=1500))
+    assert answer.response_type == "cached"
+    assert service.cache.is_corrupt(monaco_warehouse.cell_entry(unneeded[0]))
+
+
+def test_corrupt_needed_cell_asks_for_a_rebuild(monaco_warehouse, tmp_path):
+    service = service_for(monaco_warehouse, tmp_path)
+    lat, lon = MONACO_START
+    needed = service.locate(lat, lon, 3000).needed[0]
+    swap_edges_for_nodes(monaco_warehouse, needed)
+
+    # Dagster is unreachable here, so the rebuild is refused with a 503, never a 500.
+    with pytest.raises(ServiceUnavailable) as raised:
+        service.loops(LoopRequest(lat=lat, lon=lon, target_distance=3000))
+    assert raised.value.status_code == 503
+    assert "cannot be built now" in raised.value.message
