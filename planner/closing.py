@@ -24,6 +24,9 @@ from planner.walks import retrace_length, trim_spurs
 # A walk within this relative error ends the search early.
 GOOD_ERROR = 0.03
 
+# Weight of the liked share of a walk against its relative distance error in rankings.
+PREFERENCE_WEIGHT = 0.3
+
 # Via nodes built and measured per round, and rounds of length correction.
 CANDIDATES_PER_ROUND = 4
 CORRECTION_ROUNDS = 3
@@ -46,7 +49,7 @@ class Walk:
         """Lower is better: distance error first, then retracing, then the preference."""
         error = self.error(target)
         over = max(error - GOOD_ERROR, 0.0)
-        return error + 10.0 * over + 1.5 * self.retrace - 0.15 * self.preference_share
+        return error + 10.0 * over + 1.5 * self.retrace - PREFERENCE_WEIGHT * self.preference_share
 
 
 @dataclass
@@ -134,7 +137,7 @@ def close_walk(
     tried: set[int] = set()
     for _ in range(CORRECTION_ROUNDS):
         error = np.abs(estimate - aim) / goal
-        rank = error * 4.0 + np.maximum(detour - 1.4, 0.0) + turn - 0.3 * liked
+        rank = error * 4.0 + np.maximum(detour - 1.4, 0.0) + turn - 2.0 * PREFERENCE_WEIGHT * liked
         order = np.argsort(rank)[: CANDIDATES_PER_ROUND * 3]
         checked = 0
         for position in order.tolist():

@@ -68,6 +68,9 @@ OVERLAP_CHECKS = 40
 
 WALK_STEP_M = 0.8
 
+# Multiples of the step length tried in turn when no end about one step away qualifies.
+STEP_SCALES = (1.0, 3.0)
+
 
 class Candidate(msgspec.Struct, frozen=True):
     """A suggested next waypoint and the path that leads to it."""
@@ -172,43 +175,55 @@ def suggest_candidates(
         return []
     closing = remaining <= back_here + 1.5 * step
 
-    # Shortest paths from the route's end, with walked edges made expensive.
+    # Shortest paths from the route's end, with walked edges made expensive. Where ways are
+    # longer than a step (mountain paths), longer steps are tried before giving up.
     factor = np.ones(network.edge_count)
     factor[walked] = USED_EDGE_FACTOR
     costs = edge_costs(network, preference)
-    reach = max(remaining, step) * 1.5 if closing else step * 1.5
     matrix = cost_matrix(network, costs, factor)
-    _, tree = shortest_tree(matrix, current, reach)
-    reached = np.flatnonzero(tree >= 0)
-    if reached.size == 0:
-        # The end is in a walked dead end, so the way out costs USED_EDGE_FACTOR times more.
-        _, tree = shortest_tree(matrix, current, reach * USED_EDGE_FACTOR)
-        reached = np.flatnonzero(tree >= 0)
-    if reached.size == 0:
-        state.finalize_suggested = bool(state.waypoint_node_ids)
-        state.candidates = []
-        return []
-
     values = _path_values(network, preference, walked)
-    sums = tree_sums(network, tree, reached, values)
-    length = sums[:, 0]
-    shares = sums[:, 1:] / np.maximum(length, 1.0)[:, None]
-    back_reached = back[reached] * RETURN_ALLOWANCE
-    retrace = shares[:, -1]
-    # A dead-end tip as waypoint forces walking back the same way, so offer it only as a
-    # last resort by treating its path as retraced.
-    dead_end = np.diff(network.csr.indptr)[reached] <= 1
-    retrace = np.where(dead_end, np.maximum(retrace, 0.5), retrace)
-    eligible, closing = _eligible(
-        length, back_reached, retrace, remaining, step, closing, state.target_m
-    )
-    if not closing:
-        # A step that ends back at the start leaves nothing to close the loop with.
-        eligible &= back[reached] >= NEAR_START_STEPS * step
-    if not eligible.any():
+    was_closing = closing
+    found = None
+    for step_scale in STEP_SCALES:
+        step_here = step * step_scale
+        closing = was_closing
+        reach = max(remaining, step_here) * 1.5 if closing else step_here * 1.5
+        _, tree = shortest_tree(matrix, current, reach)
+        reached = np.flatnonzero(tree >= 0)
+        if reached.size == 0:
+            # The end is in a walked dead end, so the way out costs USED_EDGE_FACTOR times
+            # more.
+            _, tree = shortest_tree(matrix, current, reach * USED_EDGE_FACTOR)
+            reached = np.flatnonzero(tree >= 0)
+        if reached.size == 0:
+            continue
+        sums = tree_sums(network, tree, reached, values)
+        length = sums[:, 0]
+        shares = sums[:, 1:] / np.maximum(length, 1.0)[:, None]
+        back_reached = back[reached] * RETURN_ALLOWANCE
+        retrace = shares[:, -1]
+        # A dead-end tip as waypoint forces walking back the same way, so offer it only as a
+        # last resort by treating its path as retraced.
+        dead_end = np.diff(network.csr.indptr)[reached] <= 1
+        retrace = np.where(dead_end, np.maximum(retrace, 0.5), retrace)
+        eligible, closing = _eligible(
+            length, back_reached, retrace, remaining, step_here, closing, state.target_m
+        )
+        if not closing:
+            # A step that ends back at the start leaves nothing to close the loop with.
+            eligible &= back[reached] >= NEAR_START_STEPS * step
+        if not eligible.any():
+            continue
+        if found is None or (found[5][found[4]] >= 0.5).all():
+            found = (step_here, tree, reached, length, eligible, retrace, shares, closing)
+        # Ends that only retrace (dead-end tips) make longer steps worth a try.
+        if (retrace[eligible] < 0.5).any():
+            break
+    if found is None:
         state.finalize_suggested = bool(state.waypoint_node_ids)
         state.candidates = []
         return []
+    step, tree, reached, length, eligible, retrace, shares, closing = found
 
     liked = shares[:, 0]
     rng = np.random.default_rng(seed if seed is not None else len(state.waypoint_node_ids))
@@ -406,8 +421,11 @@ def _way_back(
     """Return the length of the way from every node back to the start, and its tree.
 
     Lengths are inf where the search did not reach. The way back avoids walked edges as
-    finalize does, so this predicts its length.
+    finalize does, so this predicts its length. `limit` is a length: walked edges cost
+    more, so the search runs to USED_EDGE_FACTOR times it and a way back that has to
+    retrace the route is still found.
     """
+    limit *= USED_EDGE_FACTOR
     factor = np.ones(network.edge_count)
     factor[walked] = USED_EDGE_FACTOR
     costs = edge_costs(network, parse_preference(""))

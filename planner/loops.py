@@ -43,6 +43,22 @@ MAX_ERROR = 0.25
 # Loops returned together share less than this edge Jaccard index.
 MAX_JACCARD = 0.5
 
+# Alternatives to a loop within ALTERNATIVE_ERROR of the target must be within it too;
+# otherwise they may miss the target by at most ALTERNATIVE_SLACK more than the best loop.
+ALTERNATIVE_ERROR = 0.05
+ALTERNATIVE_SLACK = 0.03
+
+# Junctions tried as the far end of an out-and-back stem when no loop from the start itself
+# comes within ALTERNATIVE_ERROR: at most PIVOT_COUNT of them, within PIVOT_MAX_SHARE of the
+# target along the network and PIVOT_SPACING_SHARE apart, leaving a loop of at least
+# PIVOT_MIN_LOOP_SHARE of the target.
+PIVOT_COUNT = 6
+PIVOT_MAX_SHARE = 0.4
+PIVOT_SPACING_SHARE = 0.05
+PIVOT_MIN_LOOP_SHARE = 0.3
+# Share of a pivot walk, stem excluded, that may be walked twice.
+PIVOT_MAX_RETRACE = 0.1
+
 # Relative spread of the seeded random factor on every edge cost.
 COST_NOISE = 0.15
 
@@ -115,30 +131,159 @@ def plan_loops(
     noise_rng = np.random.default_rng([DEFAULT_SEED if seed is None else seed, 1])
     noise = noise_rng.uniform(-COST_NOISE, COST_NOISE, size=network.edge_count)
     earlier = 1.0 + noise * (1.0 - edge_scores(network, preference))
-    # Extra bearings are tried when an alternative turns out too close to an earlier one.
+    # Extra bearings are tried when an alternative turns out too close to an earlier one or
+    # too far off the target.
     offsets = [index * 360.0 / alternatives for index in range(alternatives)]
     offsets += [offset + 180.0 / alternatives for offset in offsets]
+    offsets += [offset + 90.0 / alternatives for offset in offsets]
     for offset in offsets:
-        if len(walks) >= alternatives:
+        if len(_select(walks, target_m, alternatives)) >= alternatives:
             break
         walk = search.find(first_bearing + offset, turn, earlier)
         if walk is None or walk.error(target_m) > MAX_ERROR:
             continue
-        if any(edge_jaccard(walk.edges, other.edges) >= MAX_JACCARD for other in walks):
-            continue
-        walks.append(walk)
-        earlier[walk.edges] *= EARLIER_LOOP_FACTOR
+        if _add_distinct(walks, walk, target_m):
+            earlier[walk.edges] *= EARLIER_LOOP_FACTOR
+
+    best = min(walks, key=lambda walk: walk.rank(target_m)) if walks else None
+    if best is None or best.error(target_m) > ALTERNATIVE_ERROR:
+        for walk in _pivot_walks(search, preference, first_bearing, turn, earlier):
+            if walk.error(target_m) <= MAX_ERROR:
+                _add_distinct(walks, walk, target_m)
 
     if not walks:
-        # NOTE: in sparse, tree-like path networks (mountain valleys) the two-waypoint search
-        # misses some loops that a longer stem out and back would allow.
+        # NOTE: a start whose only ways run far beyond half the target (mountain roads) has
+        # no junction to loop from, so it fails even where a long out-and-back would do.
         raise NoLoopFound(
             f"No loop of about {target_m:.0f} m found from the start: the walkable network "
             f"reachable there is too small or too broken up. Try a shorter distance or "
             "another start."
         )
-    walks.sort(key=lambda walk: walk.rank(target_m))
+    walks = _select(walks, target_m, alternatives)
     return [_to_loop(network, walk, start.distance_m) for walk in walks]
+
+
+def _add_distinct(walks: list[Walk], walk: Walk, target: float) -> bool:
+    """Add `walk` unless a similar walk ranks better; similar walks that rank worse go."""
+    similar = [
+        index
+        for index, other in enumerate(walks)
+        if edge_jaccard(walk.edges, other.edges) >= MAX_JACCARD
+    ]
+    if any(walks[index].rank(target) <= walk.rank(target) for index in similar):
+        return False
+    for index in reversed(similar):
+        del walks[index]
+    walks.append(walk)
+    return True
+
+
+def _select(walks: list[Walk], target: float, alternatives: int) -> list[Walk]:
+    """Return the best walk and the alternatives that come close enough to it in length.
+
+    Alternatives lie within ALTERNATIVE_ERROR of the target, or, when the best walk misses
+    that, within ALTERNATIVE_SLACK of the best walk's error: fewer loops beat bad ones.
+    """
+    if not walks:
+        return []
+    ranked = sorted(walks, key=lambda walk: walk.rank(target))
+    best = ranked[0]
+    bar = max(ALTERNATIVE_ERROR, best.error(target) + ALTERNATIVE_SLACK)
+    if best.error(target) <= ALTERNATIVE_ERROR:
+        bar = ALTERNATIVE_ERROR
+    chosen = [best] + [walk for walk in ranked[1:] if walk.error(target) <= bar]
+    return chosen[:alternatives]
+
+
+def _two_core(network: Network) -> np.ndarray:
+    """Return which nodes lie on the 2-core: on a cycle or on a path between cycles."""
+    cached = network.cache.get("two_core")
+    if cached is not None:
+        return cached
+    pattern = (network.csr + network.csr_reverse).tocsr()
+    pattern.setdiag(0)
+    pattern.eliminate_zeros()
+    pattern.data[:] = 1.0
+    degree = np.asarray(pattern.sum(axis=1)).ravel()
+    alive = np.ones(network.node_count, dtype=bool)
+    while True:
+        leaves = alive & (degree <= 1)
+        if not leaves.any():
+            break
+        alive[leaves] = False
+        degree = degree - pattern @ leaves.astype(np.float64)
+    network.cache["two_core"] = alive
+    return alive
+
+
+def _pivots(search: _LoopSearch) -> list[int]:
+    """Pick junctions near the start to walk out to and loop from, nearest first.
+
+    Off the 2-core (a start on a dead-end branch) the nearest 2-core node comes first.
+    The others are 2-core junctions spread over PIVOT_MAX_SHARE of the target.
+    """
+    network = search.network
+    core = _two_core(network)
+    reached = search.start_reached
+    real = search.start_real
+    degree = np.diff(network.csr.indptr)[reached]
+    usable = core[reached] & (reached != search.start) & (real <= PIVOT_MAX_SHARE * search.target)
+    pivots: list[int] = []
+    if not core[search.start] and usable.any():
+        positions = np.flatnonzero(usable)
+        pivots.append(int(reached[positions[np.argmin(real[positions])]]))
+    positions = np.flatnonzero(usable & (degree >= 3))
+    positions = positions[np.argsort(real[positions])]
+    spacing = PIVOT_SPACING_SHARE * search.target
+    taken: list[float] = []
+    for position in positions.tolist():
+        if len(pivots) >= PIVOT_COUNT:
+            break
+        if any(abs(real[position] - other) < spacing for other in taken):
+            continue
+        node = int(reached[position])
+        if node not in pivots:
+            pivots.append(node)
+            taken.append(float(real[position]))
+    return pivots
+
+
+def _pivot_walks(
+    search: _LoopSearch,
+    preference: Preference,
+    bearing: float,
+    turn: float,
+    earlier: np.ndarray,
+) -> list[Walk]:
+    """Walk out to a junction near the start, loop from there and walk back the same way.
+
+    The out-and-back stem is the common start and end of the walk, so it does not count as
+    retraced. This finds loops from dead-end branches and from starts whose own cycles are
+    far longer than the target.
+    """
+    network = search.network
+    walks: list[Walk] = []
+    for pivot in _pivots(search):
+        stem_nodes = tree_path(search.start_tree, pivot)
+        stem = path_edges(network, stem_nodes)
+        stem_length = float(network.length[stem].sum())
+        rest = search.target - 2.0 * stem_length
+        if rest < PIVOT_MIN_LOOP_SHARE * search.target:
+            continue
+        inner = _LoopSearch(network, preference, pivot, rest)
+        for offset in (0.0, 180.0):
+            loop = inner.find(bearing + offset, turn, earlier)
+            if loop is None or loop.nodes[0] != pivot or loop.nodes[-1] != pivot:
+                continue
+            nodes = stem_nodes + loop.nodes[1:] + stem_nodes[::-1][1:]
+            edges = stem + loop.edges + stem[::-1]
+            walk = closing.measure(search.ctx, nodes, edges)
+            if walk.retrace > PIVOT_MAX_RETRACE:
+                continue
+            walks.append(walk)
+            if walk.error(search.target) <= GOOD_ERROR:
+                return walks
+    return walks
 
 
 class _LoopSearch:

@@ -12,7 +12,7 @@ MAX_PREFERENCE_CHARS = 500
 
 # A liked edge costs length * (1 - LIKE_DISCOUNT * score), so liked ways are at most this
 # much cheaper and costs stay positive.
-LIKE_DISCOUNT = 0.45
+LIKE_DISCOUNT = 0.65
 
 # Each liked group is scored per edge as the max of its edge features (warehouse names).
 GROUP_FEATURES: dict[str, tuple[str, ...]] = {
