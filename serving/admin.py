@@ -1,8 +1,8 @@
 """Operator endpoints behind a bearer token: warm the cells around a place ahead of users.
 
 They exist only when PERFECT10K_ADMIN_TOKEN is set; without it the routes are not
-registered and answer 404. A request must send `Authorization: Bearer <token>`, compared
-in constant time.
+registered and requests get 404. A request must send `Authorization: Bearer <token>`,
+which is compared in constant time.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from planner.errors import (
 
 log = logging.getLogger(__name__)
 
-# Longest parameter value quoted back in an error message.
+# Maximum characters of a parameter value quoted back in an error message.
 MAX_VALUE_CHARS = 80
 
 

@@ -23,7 +23,7 @@ from serving.errors import InvalidField, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
 
-# Longest value text quoted back in an error message.
+# Maximum characters of a value quoted back in an error message.
 MAX_VALUE_CHARS = 60
 # Paths the rate limit does not count: liveness probes and the schema.
 RATE_LIMIT_EXEMPT = ["/api/health", "/schema"]
@@ -38,6 +38,8 @@ class RawNumber(str):
 
 def rate_limit_config(per_minute: int) -> RateLimitConfig:
     """Return the per-client limit of `per_minute` requests, keyed on the client address."""
+    # NOTE: the counts live in each worker's memory, so with N workers a client may send up
+    # to N times the limit, and behind a proxy every client shares the proxy's address.
     return RateLimitConfig(rate_limit=("minute", per_minute), exclude=RATE_LIMIT_EXEMPT)
 
 
@@ -50,9 +52,9 @@ def is_json_media_type(media_type: str) -> bool:
 async def check_json_body(request: Request) -> None:
     """Reject a request whose body does not decode strictly into the handler's `data` type.
 
-    Handlers without a `data` parameter take no body and are not checked.
-    Raises UnsupportedMediaType (415) for a body that is not JSON, InvalidField (400) for
-    a malformed or invalid body; reading a body over the size limit raises 413.
+    Handlers without a `data` parameter take no body and are not checked. Raises
+    UnsupportedMediaType (415) for a body that is not JSON and InvalidField (400) for a
+    malformed or invalid one. Reading a body over the size limit raises 413.
     """
     parameter = request.route_handler.parsed_fn_signature.parameters.get("data")
     if parameter is None:
@@ -203,8 +205,10 @@ def validation_error(model: Any, body: bytes, message: str) -> InvalidField:
             detail, field=field, value=_value_or_none(value), allowed=allowed
         )
     if named and "unknown field" in message:
-        field = named.group(1)
-        value = fields.get(field, msgspec.UNSET)
+        key = named.group(1)
+        value = fields.get(key, msgspec.UNSET)
+        # A client chooses unknown field names, so they are shortened like values.
+        field = key if len(key) <= MAX_VALUE_CHARS else f"{key[:MAX_VALUE_CHARS]}..."
         value_text = "" if value is msgspec.UNSET else f"={display_value(value)}"
         return InvalidField(
             f"Unknown field {field}{value_text}; this request accepts {fields_summary(model)}.",

@@ -55,6 +55,14 @@ class EmbeddedDagster:
         }
         logs = self.settings.dagster_home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        # Create the instance's storage once, before two processes race to create its tables.
+        subprocess.run(
+            [sys.executable, "-c", "from dagster import DagsterInstance; DagsterInstance.get()"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=DAGSTER_START_TIMEOUT_S,
+        )
         bin_dir = Path(sys.executable).parent
         commands = {
             "webserver": [
