@@ -1,0 +1,273 @@
+"""Throughput of warm loop requests under 32 concurrent clients, against one client.
+
+The extract is imported and every cell built first. The server is `perfect10k serve`
+with PERFECT10K_WORKERS=2 (the default; --workers changes it). Starts are random vertices
+spread over the merged network. A separate load-generator process, one thread and one
+keep-alive httpx client per simulated user, first requests every start once (so each
+worker has its network loaded), then runs one client alone for --baseline-duration
+seconds, then 32 clients for --duration seconds per repetition. Each request is an 8 km
+loop with 3 alternatives; any answer other than 200 and any transport error counts as an
+error. The server's CPU time per request comes from /proc, which stays meaningful when
+the load generator and other work share the cores.
+
+Run: /tmp/venv/bin/python benchmarks/bench_concurrency.py [--repeat N] [--extract PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import common
+import httpx
+
+SCRIPT = Path(__file__).resolve()
+TARGET_M = 8000.0
+ALTERNATIVES = 3
+
+
+def _server_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += common.process_cpu_seconds(pid)
+        except OSError:
+            pass
+    return total
+
+
+def run_clients(
+    base_url: str, starts: list[list[float]], clients: int, duration_s: float, pids: list[int],
+    each_once: bool = False,
+) -> dict:
+    """Send loop requests from `clients` threads for `duration_s` (or each start once)."""
+    counter = itertools.count()
+    lock = threading.Lock()
+    latencies: list[float] = []
+    answered: list[int] = []
+    errors: Counter[str] = Counter()
+    loops = 0
+    deadline = time.perf_counter() + duration_s
+
+    def client_loop() -> None:
+        nonlocal loops
+        with httpx.Client(base_url=base_url, timeout=60) as client:
+            while True:
+                index = next(counter)
+                if each_once and index >= len(starts):
+                    return
+                if not each_once and time.perf_counter() >= deadline:
+                    return
+                lat, lon = starts[index % len(starts)]
+                body = {
+                    "lat": lat, "lon": lon, "target_distance": TARGET_M,
+                    "alternatives": ALTERNATIVES,
+                }
+                started = time.perf_counter()
+                try:
+                    response = client.post("/api/loops", json=body)
+                except httpx.HTTPError as error:
+                    with lock:
+                        errors[type(error).__name__] += 1
+                    continue
+                elapsed = time.perf_counter() - started
+                with lock:
+                    if response.status_code == 200:
+                        latencies.append(elapsed)
+                        answered.append(index % len(starts))
+                        # Counting keys avoids decoding every 100 kB body in this process.
+                        loops += response.content.count(b'"loop_id"')
+                    else:
+                        errors[f"HTTP {response.status_code}"] += 1
+
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    cpu_before = _server_cpu(pids)
+    own_cpu = time.process_time()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return {
+        "elapsed": elapsed,
+        "ok": len(latencies),
+        "loops": loops,
+        "errors": dict(errors),
+        "latency": common.latency_summary(latencies),
+        "server_cpu": _server_cpu(pids) - cpu_before,
+        "client_cpu": time.process_time() - own_cpu,
+        "answered": sorted(set(answered)) if each_once else [],
+    }
+
+
+def child_load(base_url: str, starts_file: str, pids: str, phases: str) -> None:
+    """Run the phases named in `phases` (warmup, baseline:SECONDS, load:CLIENTS:SECONDS)."""
+    starts = json.loads(Path(starts_file).read_text())
+    server_pids = [int(pid) for pid in pids.split(",")]
+    results = {}
+    for phase in phases.split(","):
+        kind, *values = phase.split(":")
+        if kind == "warmup":
+            results[kind] = run_clients(base_url, starts, 8, 0, server_pids, each_once=True)
+        elif kind == "baseline":
+            results[kind] = run_clients(base_url, starts, 1, float(values[0]), server_pids)
+        else:
+            results[kind] = run_clients(
+                base_url, starts, int(values[0]), float(values[1]), server_pids
+            )
+    print(json.dumps(results))
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    parser.add_argument(
+        "--duration", type=float, default=30.0, help="seconds of load per repetition (default 30)"
+    )
+    parser.add_argument(
+        "--baseline-duration", type=float, default=10.0,
+        help="seconds of the one-client run (default 10)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="server worker processes (default 2)"
+    )
+    parser.add_argument(
+        "--starts", type=int, default=200, help="distinct random starts (default 200)"
+    )
+
+
+def _run_load_generator(
+    server: common.LiveServer, starts_file: Path, phases: str, timeout_s: float
+) -> tuple[dict, int]:
+    """Run the load generator; also return how many worker processes were replaced meanwhile.
+
+    uvicorn's supervisor kills and restarts a worker that does not answer its health
+    check within 5 s; the CPU time of a replaced worker is lost to the figures.
+    """
+    before = common.serving_pids(server)
+    child = common.run_measured(
+        common.python_child(
+            SCRIPT, "--child", server.base_url, str(starts_file), ",".join(map(str, before)),
+            phases,
+        ),
+        timeout_s=timeout_s,
+    )
+    if child.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{child.stderr[-3000:]}")
+    replaced = len(set(before) - set(common.serving_pids(server)))
+    return child.json(), replaced
+
+
+def main() -> None:
+    args = common.parse_args(__doc__.splitlines()[0], 3, _add_arguments)
+    common.print_header(f"{args.clients} concurrent clients, warm loops", args)
+    metric = common.Metric
+    m = {
+        "rate": metric(f"{args.clients} clients: loop requests per second", "req/s",
+                       bar=(">=", 100.0)),
+        "loops": metric(f"{args.clients} clients: loops returned per second", "loops/s",
+                        note=f"up to {ALTERNATIVES} per request"),
+        "errors": metric(f"{args.clients} clients: errors", "count", bar=("<=", 0.0)),
+        "p50": metric(f"{args.clients} clients: latency p50", "ms"),
+        "p90": metric(f"{args.clients} clients: latency p90", "ms"),
+        "p99": metric(f"{args.clients} clients: latency p99", "ms"),
+        "max": metric(f"{args.clients} clients: latency max", "ms"),
+        "cpu": metric("server CPU per request", "ms", note="all worker processes"),
+        "busy": metric("server cores busy", "cores", note="server CPU s / wall s"),
+        "client_cpu": metric("load generator cores busy", "cores"),
+        "ceiling": metric(
+            "CPU-bound ceiling, every core serving", "req/s",
+            note="usable cores / server CPU per request",
+        ),
+        "ratio": metric(f"throughput ratio {args.clients} clients / 1 client", "x"),
+        "replaced": metric("worker processes replaced", "count", note="killed by uvicorn"),
+    }
+    baseline = {
+        "rate": metric("1 client: loop requests per second", "req/s"),
+        "p50": metric("1 client: latency p50", "ms"),
+        "cpu": metric("1 client: server CPU per request", "ms"),
+    }
+    errors: Counter[str] = Counter()
+    rss = metric("worker VmRSS after the load, summed", "MB")
+
+    with common.temp_data_dir("concurrency", args.keep) as data_dir:
+        started = time.perf_counter()
+        region = common.import_extract(data_dir, args.extract)
+        cells = common.build_region_cells(data_dir, region)
+        print(f"imported {region} and built {cells} cells in {time.perf_counter() - started:.1f} s")
+        network = common.load_region_network(data_dir, region)
+        starts = common.random_starts(network, args.starts, seed=2024)
+        del network
+        starts_file = data_dir / "starts.json"
+        starts_file.write_text(json.dumps(starts))
+
+        with common.running_server(data_dir, workers=args.workers) as server:
+            print(f"serving pids: {common.serving_pids(server)}")
+            warm, replaced = _run_load_generator(server, starts_file, "warmup", 900)
+            warm = warm["warmup"]
+            print(
+                f"warm-up: {warm['ok']} of {len(starts)} starts answered 200 in "
+                f"{warm['elapsed']:.1f} s, other answers {warm['errors'] or 'none'}, "
+                f"workers replaced: {replaced}"
+            )
+            # A start without a loop (422) is a planner result, not a server error, so the
+            # timed phases use only the starts that answered 200 here.
+            starts = [starts[index] for index in warm["answered"]]
+            starts_file.write_text(json.dumps(starts))
+            print(f"{len(starts)} starts used under load")
+            for repetition in range(args.repeat):
+                phases = f"baseline:{args.baseline_duration},load:{args.clients}:{args.duration}"
+                result, replaced = _run_load_generator(
+                    server, starts_file, phases, args.duration + args.baseline_duration + 300
+                )
+                m["replaced"].add(replaced)
+                one, load = result["baseline"], result["load"]
+                baseline["rate"].add(one["ok"] / one["elapsed"])
+                baseline["p50"].add(one["latency"]["p50"])
+                baseline["cpu"].add(one["server_cpu"] / max(one["ok"], 1) * 1000)
+                requests = load["ok"] + sum(load["errors"].values())
+                m["rate"].add(load["ok"] / load["elapsed"])
+                m["loops"].add(load["loops"] / load["elapsed"])
+                m["errors"].add(sum(load["errors"].values()))
+                for key in ("p50", "p90", "p99", "max"):
+                    m[key].add(load["latency"][key])
+                m["cpu"].add(load["server_cpu"] / max(requests, 1) * 1000)
+                m["busy"].add(load["server_cpu"] / load["elapsed"])
+                cores = len(os.sched_getaffinity(0))
+                m["ceiling"].add(cores * max(requests, 1) / load["server_cpu"])
+                m["client_cpu"].add(load["client_cpu"] / load["elapsed"])
+                m["ratio"].add((load["ok"] / load["elapsed"]) / (one["ok"] / one["elapsed"]))
+                errors.update(load["errors"])
+                common.log.info(
+                    "repetition %d: %.1f requests/s with %d clients, %.1f with one",
+                    repetition + 1, m["rate"].values[-1], args.clients,
+                    baseline["rate"].values[-1],
+                )
+            rss.add(
+                sum(
+                    common.memory_status_mb(pid).get("VmRSS", 0.0)
+                    for pid in common.serving_pids(server)
+                )
+            )
+
+    print(f"errors under load: {dict(errors) or 'none'}")
+    print()
+    common.print_table(
+        f"warm loops, {args.clients} clients, {args.workers} workers",
+        [*m.values(), *baseline.values(), rss],
+    )
+    common.print_footer()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child_load(*sys.argv[2:])
+    else:
+        main()
