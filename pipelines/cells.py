@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -16,23 +14,12 @@ import pyarrow.parquet as pq
 from pipelines.features import clip_areas, compute_edge_features
 from warehouse import Warehouse, schema
 from warehouse.cells import cell_polygon_lonlat
+from warehouse.store import thread_connection
 
 log = logging.getLogger(__name__)
 
 # Areas and points of interest this far outside a cell still count for its edges' features.
 FEATURE_MARGIN_DEG = 0.002
-
-
-_local = threading.local()
-
-
-def _connection() -> duckdb.DuckDBPyConnection:
-    """Return this thread's DuckDB connection; opening one costs tens of milliseconds."""
-    connection = getattr(_local, "connection", None)
-    if connection is None:
-        connection = duckdb.connect(":memory:")
-        _local.connection = connection
-    return connection
 
 
 @dataclass
@@ -90,7 +77,7 @@ def build_cell_network(warehouse: Warehouse, cell: str) -> CellBuild | None:
     nodes_path = str(warehouse.region_table_path(region, "nodes"))
 
     # Slice the region tables; the edge file is sorted by cell, so few row groups are read.
-    connection = _connection()
+    connection = thread_connection()
     edges = connection.sql(
         "SELECT * EXCLUDE (cell) FROM read_parquet($path) WHERE cell = $cell ORDER BY edge_id",
         params={"path": edges_path, "cell": cell},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -29,6 +28,7 @@ from serving.errors import (
 from serving.service import STEP_LENGTH_M
 from warehouse import CellEntry, Warehouse
 from warehouse.schema import FEATURE_NAMES
+from warehouse.store import thread_connection
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +125,6 @@ class OverlayReader:
 
     def __init__(self, warehouse: Warehouse) -> None:
         self.warehouse = warehouse
-        self._local = threading.local()
-
-    def _connection(self) -> duckdb.DuckDBPyConnection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = duckdb.connect(":memory:")
-            connection.execute("SET threads TO 1")
-            self._local.connection = connection
-        return connection
 
     def cells_in(self, bbox: tuple[float, float, float, float]) -> list[CellEntry]:
         return [
@@ -181,7 +172,7 @@ class OverlayReader:
     def _area_rows(self, paths: list[str], bbox: tuple[float, ...]) -> list[tuple]:
         """Return (kind, name, wkb) of areas touching the box, largest first."""
         return (
-            self._connection()
+            thread_connection()
             .sql(
                 """
                 SELECT kind, name, wkb FROM read_parquet($paths)
@@ -205,7 +196,7 @@ class OverlayReader:
         """
         columns = ", ".join(f"f.{name}" for name in FEATURE_NAMES)
         return (
-            self._connection()
+            thread_connection()
             .sql(
                 f"""
                 SELECT e.mid_lon, e.mid_lat, {columns}

@@ -94,7 +94,6 @@ class Warehouse:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._local = threading.local()
         self._manifest_cache: tuple[float, int, dict[str, Any]] | None = None
         self._manifest_lock = threading.Lock()
 
@@ -310,21 +309,13 @@ class Warehouse:
 
     # Reading merged cells
 
-    def _connection(self) -> duckdb.DuckDBPyConnection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = duckdb.connect(":memory:")
-            connection.execute("SET threads TO 1")
-            self._local.connection = connection
-        return connection
-
     def read_cells(self, entries: list[CellEntry]) -> dict[str, pa.Table]:
         """Return the merged tables of the given cells, one DuckDB query per table.
 
         Raises CorruptCellError naming the first cell whose file does not read.
         """
         merged: dict[str, pa.Table] = {}
-        connection = self._connection()
+        connection = thread_connection()
         for table, expected in CELL_TABLES.items():
             paths = [str(self.cell_files(entry)[table]) for entry in entries]
             if not paths:
@@ -365,6 +356,24 @@ class Warehouse:
             with contextlib.suppress(FileNotFoundError):
                 total += path.stat().st_size
         return total
+
+
+_thread_state = threading.local()
+
+
+def thread_connection() -> duckdb.DuckDBPyConnection:
+    """Return this thread's in-memory DuckDB connection, opened on first use.
+
+    One connection must not be shared across threads, and opening one costs tens of
+    milliseconds, so each thread keeps its own. It runs queries on one thread, because the
+    server already answers requests on several.
+    """
+    connection = getattr(_thread_state, "connection", None)
+    if connection is None:
+        connection = duckdb.connect(":memory:")
+        connection.execute("SET threads TO 1")
+        _thread_state.connection = connection
+    return connection
 
 
 def _new_version() -> str:
