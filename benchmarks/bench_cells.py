@@ -6,7 +6,7 @@ features, one cell after the other) and with one in-process Dagster run of the
 `build_cells` job (`pipelines.launch.build_cells_in_process`) against a fresh Dagster home.
 Bytes per cell come from the manifest the functions wrote.
 
-Run: /tmp/venv/bin/python benchmarks/bench_cells.py [--repeat N] [--extract PATH]
+Run from the repository root: python benchmarks/bench_cells.py [--repeat N] [--extract PATH]
 """
 
 from __future__ import annotations

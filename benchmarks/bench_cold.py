@@ -13,7 +13,7 @@ within PERFECT10K_WARM_RADIUS_M of every requested start, cannot build the next 
 before it is measured. The Dagster run of each request is read back from the instance
 (`DagsterInstance`, run records and `all_logs`) to show where the time goes.
 
-Run: /tmp/venv/bin/python benchmarks/bench_cold.py [--repeat N] [--extract PATH]
+Run from the repository root: python benchmarks/bench_cold.py [--repeat N] [--extract PATH]
 """
 
 from __future__ import annotations
@@ -381,7 +381,7 @@ def _built_cells(data_dir: Path, region: str, count: int = 12) -> list[str]:
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--second-extract", type=Path, default=common.VANCOUVER,
+        "--second-extract", default=str(common.VANCOUVER),
         help="another region measured once per repetition; empty to skip (default Vancouver)",
     )
     parser.add_argument(
@@ -395,7 +395,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 def main() -> None:
     args = common.parse_args(__doc__.splitlines()[0], 3, _add_arguments)
     common.print_header("cold areas through Dagster", args)
-    second = args.second_extract if str(args.second_extract) else None
+    second = Path(args.second_extract) if args.second_extract else None
+    if second is not None and not second.is_file():
+        raise SystemExit(f"--second-extract {second} does not exist")
     results: list[ColdResult] = []
     graphql: dict[str, common.Metric] = {}
 

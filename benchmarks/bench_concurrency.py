@@ -10,7 +10,7 @@ loop with 3 alternatives; any answer other than 200 and any transport error coun
 error. The server's CPU time per request comes from /proc, which stays meaningful when
 the load generator and other work share the cores.
 
-Run: /tmp/venv/bin/python benchmarks/bench_concurrency.py [--repeat N] [--extract PATH]
+Run from the repository root: python benchmarks/bench_concurrency.py [--repeat N] [--extract PATH]
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ TARGET_M = 8000.0
 ALTERNATIVES = 3
 
 
-def _server_cpu(pids: list[int]) -> float:
-    total = 0.0
+def _server_cpu(pids: list[int]) -> list[float]:
+    """Return the CPU seconds of each server process; 0 for one that ended."""
+    seconds = []
     for pid in pids:
         try:
-            total += common.process_cpu_seconds(pid)
+            seconds.append(common.process_cpu_seconds(pid))
         except OSError:
-            pass
-    return total
+            seconds.append(0.0)
+    return seconds
 
 
 def run_clients(
@@ -102,7 +103,10 @@ def run_clients(
         "loops": loops,
         "errors": dict(errors),
         "latency": common.latency_summary(latencies),
-        "server_cpu": _server_cpu(pids) - cpu_before,
+        "server_cpu": sum(_server_cpu(pids)) - sum(cpu_before),
+        "worker_cpu": [
+            after - before for after, before in zip(_server_cpu(pids), cpu_before, strict=True)
+        ],
         "client_cpu": time.process_time() - own_cpu,
         "answered": sorted(set(answered)) if each_once else [],
     }
@@ -186,6 +190,10 @@ def main() -> None:
             "CPU-bound ceiling, every core serving", "req/s",
             note="usable cores / server CPU per request",
         ),
+        "busiest": metric(
+            "busiest worker's share of server CPU", "share",
+            note="1.0: one worker does all the work",
+        ),
         "ratio": metric(f"throughput ratio {args.clients} clients / 1 client", "x"),
         "replaced": metric("worker processes replaced", "count", note="killed by uvicorn"),
     }
@@ -242,6 +250,7 @@ def main() -> None:
                 m["busy"].add(load["server_cpu"] / load["elapsed"])
                 cores = len(os.sched_getaffinity(0))
                 m["ceiling"].add(cores * max(requests, 1) / load["server_cpu"])
+                m["busiest"].add(max(load["worker_cpu"]) / max(load["server_cpu"], 1e-9))
                 m["client_cpu"].add(load["client_cpu"] / load["elapsed"])
                 m["ratio"].add((load["ok"] / load["elapsed"]) / (one["ok"] / one["elapsed"]))
                 errors.update(load["errors"])

@@ -7,7 +7,7 @@ included), and `osmnx.graph_from_xml` on an OSM XML copy of the extract that hol
 the ways osmnx's own "walk" filter keeps and their nodes. The XML is written once with
 `osmium.SimpleWriter` before anything is timed.
 
-Run: /tmp/venv/bin/python benchmarks/bench_import.py [--repeat N] [--extract PATH]
+Run from the repository root: python benchmarks/bench_import.py [--repeat N] [--extract PATH]
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ comes from /proc/<pid>/stat, so it stays meaningful when other work shares the c
 Finally one loop is requested from a vertex in every cell, and the serving process's VmRSS
 is read.
 
-Run: /tmp/venv/bin/python benchmarks/bench_warm.py [--repeat N] [--extract PATH] [--starts N]
+Run from the repository root:
+python benchmarks/bench_warm.py [--repeat N] [--extract PATH] [--starts N]
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ import h3
 import httpx
 import numpy as np
 
+import planner
+
 TARGET_M = 8000.0
 ALTERNATIVES = 3
 
 
-def measure_in_process(network, starts: list[tuple[float, float]]) -> dict[str, list[float]]:
-    import planner
-
+def measure_in_process(
+    network: planner.Network, starts: list[tuple[float, float]]
+) -> dict[str, list[float]]:
     preference = planner.parse_preference("")
     planner.plan_loops(network, *starts[0], TARGET_M, preference, alternatives=ALTERNATIVES)
     out: dict[str, list[float]] = {
@@ -120,7 +123,7 @@ def measure_http(
     return out, statuses
 
 
-def starts_per_cell(network, resolution: int) -> list[tuple[float, float]]:
+def starts_per_cell(network: planner.Network, resolution: int) -> list[tuple[float, float]]:
     """Return one vertex of the largest component in every cell that has one."""
     chosen: dict[str, tuple[float, float]] = {}
     for node in np.flatnonzero(network.component == network.largest_component):

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from tests.conftest import (
     perfect10k_env,
     start_server,
 )
+
+if TYPE_CHECKING:
+    from planner import Network
 
 log = logging.getLogger("benchmarks")
 
@@ -381,7 +385,7 @@ def build_region_cells(data_dir: Path, region: str) -> int:
     return built
 
 
-def load_region_network(data_dir: Path, region: str):  # -> planner.Network
+def load_region_network(data_dir: Path, region: str) -> Network:
     """Merge every ready cell of `region` into one network, as the server's cache does."""
     from serving.networks import NetworkCache
     from warehouse import Warehouse
@@ -391,7 +395,7 @@ def load_region_network(data_dir: Path, region: str):  # -> planner.Network
     return NetworkCache(warehouse, 1 << 40).get(region, ready, ready)
 
 
-def random_starts(network, count: int, seed: int) -> list[tuple[float, float]]:
+def random_starts(network: Network, count: int, seed: int) -> list[tuple[float, float]]:
     """Return `count` distinct random vertices of the largest strong component as (lat, lon)."""
     rng = np.random.default_rng(seed)
     nodes = np.flatnonzero(network.component == network.largest_component)
