@@ -26,7 +26,7 @@ EXTRACT_SUFFIXES = (".osm.pbf", ".osm.bz2", ".osm", ".pbf")
 
 @dataclass(frozen=True)
 class ImportResult:
-    """What one import wrote: the region id, its version and the parse statistics."""
+    """Outcome of one import: the region id, its version and the parse statistics."""
 
     region: str
     version: str

@@ -21,7 +21,7 @@ HEALTH_CACHE_S = 5.0
 
 
 class DagsterUnavailable(RuntimeError):
-    """The Dagster webserver did not answer, or its daemon is not running."""
+    """The Dagster webserver did not respond, or its daemon is not running."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class DagsterClient:
     """Talk to the Dagster webserver at `base_url` over GraphQL.
 
     Every method raises DagsterUnavailable when the webserver cannot be reached in time or
-    answers with an error, so callers can turn that into a 503.
+    returns an error, so callers can turn that into a 503.
     """
 
     def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
@@ -65,7 +65,7 @@ class DagsterClient:
             body = response.json()
         except (httpx.HTTPError, ValueError) as error:
             raise DagsterUnavailable(
-                f"the Dagster webserver at {self.base_url} did not answer: {error}"
+                f"the Dagster webserver at {self.base_url} did not respond: {error}"
             ) from error
         if body.get("errors"):
             raise DagsterUnavailable(f"Dagster GraphQL error: {body['errors'][0].get('message')}")

@@ -1,7 +1,7 @@
 """Serving state that outlives one process: jobs, interactive routes and returned loops.
 
 The state is a SQLite database in PERFECT10K_STATE_DIR, apart from the read-only
-warehouse. Every replica on the same host shares it, so any replica can answer a poll for
+warehouse. Every replica on the same host shares it, so any replica can respond to a poll for
 a job or the next step of a route, and a restart loses nothing.
 
 NOTE: replicas on different hosts need a shared database; SQLite over a network file

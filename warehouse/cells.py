@@ -37,7 +37,7 @@ def apothem_m(resolution: int) -> float:
 
 
 def reach_m(target_m: float) -> float:
-    """How far from the start a loop of `target_m` may go, in metres."""
+    """Return how far from the start a loop of `target_m` may go, in metres."""
     return max(MIN_REACH_M, LOOP_REACH_SHARE * target_m)
 
 
@@ -81,7 +81,7 @@ def cell_polygon_lonlat(cell: str) -> list[tuple[float, float]]:
 
 
 def is_valid_cell(value: str, resolution: int | None = None) -> bool:
-    """Whether `value` is an H3 cell id (at `resolution`, when given)."""
+    """Check whether `value` is an H3 cell id (at `resolution`, when given)."""
     try:
         valid = h3.is_valid_cell(value)
     except (TypeError, ValueError):
