@@ -129,6 +129,10 @@ class EmbeddedDagster:
         log.info("stopped Dagster")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_server(settings: Settings, host: str | None = None, port: int | None = None) -> int:
     """Serve until interrupted; with PERFECT10K_DAGSTER_EMBEDDED, run Dagster beside it."""
     host = host or settings.host
@@ -144,6 +148,9 @@ def run_server(settings: Settings, host: str | None = None, port: int | None = N
             )
             return 1
         log.info("serving on http://%s:%d (%d workers)", host, port, settings.workers)
+        # uvicorn re-raises SIGTERM after its own shutdown, with the handler it found; this
+        # handler turns it into SystemExit, so the `finally` below stops Dagster.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         uvicorn.run(
             "serving.app:create_app",
             factory=True,
