@@ -1,12 +1,13 @@
 """Build every cell of a region: the pipeline functions directly, then one Dagster run.
 
-The extract is imported once. Each repetition copies that warehouse twice and, in a child
-process each, builds every cell of the region with `pipelines.cells` (network, then
-features, one cell after the other) and with one in-process Dagster run of the
-`build_cells` job (`pipelines.launch.build_cells_in_process`) against a fresh Dagster home.
-Bytes per cell come from the manifest the functions wrote.
+The extract is imported once, and each repetition builds every cell of the region twice,
+each time in a child process on a fresh copy of that warehouse. The first child calls the
+`pipelines.cells` functions (network, then features, one cell after the other). The second
+runs the `build_cells` job once in process (`pipelines.launch.build_cells_in_process`)
+against a fresh Dagster home. Bytes per cell come from the manifest the functions wrote.
 
-Run from the repository root: python benchmarks/bench_cells.py [--repeat N] [--extract PATH]
+Run from the repository root:
+python benchmarks/bench_cells.py [--repeat N] [--extract PATH]
 """
 
 from __future__ import annotations

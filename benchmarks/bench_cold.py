@@ -1,11 +1,11 @@
 """Cold areas: time from the first POST /api/loops to the first loop, with the Dagster timeline.
 
-Each repetition starts from a fresh data directory with the extract (Heidelberg by default)
-and a second region (Vancouver by default) imported and no cell built, then starts
-`perfect10k serve` with embedded Dagster and waits until the Dagster daemon reports a
-heartbeat. For each area it waits until no Dagster run is queued or running, posts an
-8 km loop request (expecting 202 and a job id), polls GET /api/job-status/{id} every
-100 ms until the job completes, and then posts the same request again (expecting 200).
+Each repetition starts from a fresh data directory. The extract (Heidelberg by default)
+and a second region (Vancouver by default) are imported and no cell is built. The script
+starts `perfect10k serve` with embedded Dagster and waits for a heartbeat of the Dagster
+daemon. For each area it waits until no Dagster run is queued or running and posts an
+8 km loop request, which must return 202 and a job id. It polls GET /api/job-status/{id}
+every 100 ms until the job completes, then posts the same request again (expecting 200).
 
 Areas are cells dense in edges whose loop cells lie inside the region. Within one
 repetition they are far enough apart that the warming sensor, which builds the cells
@@ -13,7 +13,8 @@ within PERFECT10K_WARM_RADIUS_M of every requested start, cannot build the next 
 before it is measured. The Dagster run of each request is read back from the instance
 (`DagsterInstance`, run records and `all_logs`) to show where the time goes.
 
-Run from the repository root: python benchmarks/bench_cold.py [--repeat N] [--extract PATH]
+Run from the repository root:
+python benchmarks/bench_cold.py [--repeat N] [--extract PATH]
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def choose_areas(data_dir: Path, region: str, count: int, offset: int) -> list[A
     for cell in counts:
         disk = h3.grid_disk(cell, loop_k)
         inside = sum(1 for other in disk if other in counts)
-        # Loops near the region's edge may not close; keep areas mostly inside it.
+        # Loops near the region's edge may not close, so areas must lie mostly inside it.
         if inside >= 0.6 * len(disk):
             ranked.append((sum(counts.get(other, 0) for other in disk), cell))
     ranked = sorted(ranked, reverse=True)[:CANDIDATE_AREAS]
@@ -155,7 +156,7 @@ def runs_in_flight(instance) -> int:
 
 
 def wait_for_daemon(instance, timeout_s: float = 120.0) -> float:
-    """Wait until the daemon's run queue has sent a heartbeat; return the seconds waited."""
+    """Wait until the daemon's run queue has sent a heartbeat and return the seconds waited."""
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         heartbeats = instance.get_daemon_heartbeats()
@@ -166,7 +167,7 @@ def wait_for_daemon(instance, timeout_s: float = 120.0) -> float:
 
 
 def wait_until_idle(instance, timeout_s: float) -> int:
-    """Wait until no build run is queued or running; return how many still are at timeout."""
+    """Wait until no build run is queued or running, and return how many still are then."""
     deadline = time.monotonic() + timeout_s
     while True:
         busy = runs_in_flight(instance)
@@ -193,7 +194,7 @@ def request_run_events(instance, posted_at: float) -> list[tuple[str, float]]:
         return []
     record = records[0]
     events = [("run created", record.create_timestamp.timestamp())]
-    wanted = {
+    labels = {
         DagsterEventType.RUN_ENQUEUED: "enqueued",
         DagsterEventType.RUN_DEQUEUED: "dequeued",
         DagsterEventType.RUN_STARTING: "starting (launching run worker)",
@@ -206,9 +207,9 @@ def request_run_events(instance, posted_at: float) -> list[tuple[str, float]]:
     }
     for entry in instance.all_logs(record.dagster_run.run_id):
         event = entry.dagster_event
-        if event is None or event.event_type not in wanted:
+        if event is None or event.event_type not in labels:
             continue
-        name = wanted[event.event_type]
+        name = labels[event.event_type]
         if event.step_key:
             name = f"{name} {event.step_key}"
         events.append((name, entry.timestamp))
@@ -224,6 +225,7 @@ def measure_area(
     result = ColdResult(area, label)
     if wait_idle:
         result.runs_in_flight_before = wait_until_idle(instance, IDLE_TIMEOUT_S)
+
     body = {"lat": area.lat, "lon": area.lon, "target_distance": TARGET_M, "alternatives": 3}
     posted_at = time.time()
     started = time.perf_counter()
@@ -235,6 +237,7 @@ def measure_area(
         return result
     job = response.json()
     result.cells_needed = job["cells_needed"]
+
     while time.perf_counter() - started < JOB_TIMEOUT_S:
         status = client.get(f"/api/job-status/{job['job_id']}").json()
         if status["status"] in ("completed", "failed"):
@@ -245,12 +248,14 @@ def measure_area(
         time.sleep(POLL_S)
     else:
         result.status = f"timed out after {JOB_TIMEOUT_S:.0f} s"
+
     if result.status == "completed":
         warm_started = time.perf_counter()
         warm = client.post("/api/loops", json=body)
         result.warm_post_s = time.perf_counter() - warm_started
         if warm.status_code != 200:
             result.status = f"completed, then HTTP {warm.status_code} on the next request"
+
     # Dagster writes the run's last events shortly after the cells are ready.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -2,15 +2,16 @@
 
 The extract is imported and every cell built first. The server is `perfect10k serve`
 with PERFECT10K_WORKERS=2 (the default; --workers changes it). Starts are random vertices
-spread over the merged network. A separate load-generator process, one thread and one
-keep-alive httpx client per simulated user, first requests every start once (so each
-worker has its network loaded), then runs one client alone for --baseline-duration
-seconds, then 32 clients for --duration seconds per repetition. Each request is an 8 km
-loop with 3 alternatives; any answer other than 200 and any transport error counts as an
+spread over the merged network. A separate load-generator process runs one thread and
+one keep-alive httpx client per simulated user. It first requests every start once, so
+each worker has its network loaded. Then, per repetition, it runs one client alone for
+--baseline-duration seconds and 32 clients for --duration seconds. Each request is an 8 km
+loop with 3 alternatives. Any status other than 200 and any transport error counts as an
 error. The server's CPU time per request comes from /proc, which stays meaningful when
 the load generator and other work share the cores.
 
-Run from the repository root: python benchmarks/bench_concurrency.py [--repeat N] [--extract PATH]
+Run from the repository root:
+python benchmarks/bench_concurrency.py [--repeat N] [--extract PATH]
 """
 
 from __future__ import annotations
@@ -152,8 +153,8 @@ def _run_load_generator(
 ) -> tuple[dict, int]:
     """Run the load generator; also return how many worker processes were replaced meanwhile.
 
-    uvicorn's supervisor kills and restarts a worker that does not answer its health
-    check within 5 s; the CPU time of a replaced worker is lost to the figures.
+    uvicorn's supervisor kills and restarts a worker that misses its 5 s health check, and
+    the CPU time of a replaced worker is lost to the figures.
     """
     before = common.serving_pids(server)
     child = common.run_measured(
@@ -226,7 +227,7 @@ def main() -> None:
                 f"workers replaced: {replaced}"
             )
             # A start without a loop (422) is a planner result, not a server error, so the
-            # timed phases use only the starts that answered 200 here.
+            # timed phases use only the starts that returned 200 here.
             starts = [starts[index] for index in warm["answered"]]
             starts_file.write_text(json.dumps(starts))
             print(f"{len(starts)} starts used under load")

@@ -1,13 +1,14 @@
 """Time and peak memory of a region import against osmnx.graph_from_xml on the same ways.
 
-Each repetition runs, each in its own child process with a fresh warehouse:
-`pipelines.regions.import_region` (timed inside the child, then peak RSS of the child),
-the `perfect10k import` command (wall time of the whole process, interpreter start
-included), and `osmnx.graph_from_xml` on an OSM XML copy of the extract that holds only
-the ways osmnx's own "walk" filter keeps and their nodes. The XML is written once with
-`osmium.SimpleWriter` before anything is timed.
+Each repetition runs three child processes, each with a fresh warehouse. The first calls
+`pipelines.regions.import_region`, timed inside the child. The second is the
+`perfect10k import` command, timed as a whole process with the interpreter start. The
+third calls `osmnx.graph_from_xml` on an OSM XML copy of the extract that contains only the
+ways osmnx's own "walk" filter keeps, and their nodes. Peak RSS comes from `wait4` for each
+child. The XML is written once with `osmium.SimpleWriter` before anything is timed.
 
-Run from the repository root: python benchmarks/bench_import.py [--repeat N] [--extract PATH]
+Run from the repository root:
+python benchmarks/bench_import.py [--repeat N] [--extract PATH]
 """
 
 from __future__ import annotations

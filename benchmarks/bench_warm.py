@@ -3,16 +3,17 @@
 The extract is imported and every cell built before anything is timed. Starts are random
 vertices of the largest strong component of the merged network, new ones each repetition.
 
-In process: `planner.plan_loops` (8 km, 3 alternatives, neutral preference) once per start
-after one untimed call that fills the network's caches; `planner.start_route` +
-`planner.suggest_candidates`; and one step, `planner.add_waypoint` + `suggest_candidates`.
+In process, after one untimed call that fills the network's caches, each start is timed
+once with `planner.plan_loops` (8 km, 3 alternatives, neutral preference), once with
+`planner.start_route` + `planner.suggest_candidates`, and for one step with
+`planner.add_waypoint` + `suggest_candidates`.
 
-Over HTTP, against `perfect10k serve` with one worker: every start is requested once
-untimed, then POST /api/loops is timed per start; then POST /api/start-route-async and up
-to two POST /api/routes/{id}/waypoints steps per start. The server's CPU time per request
-comes from /proc/<pid>/stat, so it stays meaningful when other work shares the cores.
-Finally one loop is requested from a vertex in every cell, and the serving process's VmRSS
-is read.
+Over HTTP, against `perfect10k serve` with one worker, every start is requested once
+untimed. Then POST /api/loops is timed per start, followed by POST /api/start-route-async
+and up to two POST /api/routes/{id}/waypoints steps per start. The server's CPU time per
+request comes from /proc/<pid>/stat, so it stays meaningful when other work shares the
+cores. Finally one loop is requested from a vertex in every cell, and the serving
+process's VmRSS is read.
 
 Run from the repository root:
 python benchmarks/bench_warm.py [--repeat N] [--extract PATH] [--starts N]

@@ -458,7 +458,7 @@ def memory_status_mb(pid: int) -> dict[str, float]:
 
 
 def serving_pids(server: LiveServer) -> list[int]:
-    """Return the processes that answer HTTP requests.
+    """Return the processes that serve HTTP requests.
 
     With one worker, uvicorn serves inside the `perfect10k serve` process itself; with more,
     it spawns one worker child each (`multiprocessing.spawn`). The Dagster webserver and
@@ -480,14 +480,14 @@ def start_benchmark_server(data_dir: Path, workers: int, **extra: str) -> LiveSe
     extra.setdefault("PERFECT10K_RATE_LIMIT_PER_MINUTE", "0")
     server = start_server(data_dir, PERFECT10K_WORKERS=str(workers), **extra)
     log.info(
-        "server pid %d on %s with %d worker(s) answered after %.1f s",
+        "server pid %d on %s with %d worker(s) responded after %.1f s",
         server.process.pid, server.base_url, workers, time.perf_counter() - started,
     )
     return server
 
 
 def is_alive(pid: int) -> bool:
-    """Whether `pid` runs; a zombie waiting to be reaped counts as ended."""
+    """Return whether `pid` runs. A zombie waiting to be reaped counts as ended."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -507,15 +507,15 @@ def _wait_ended(pids: list[int], timeout_s: float) -> list[int]:
 def stop_server(server: LiveServer) -> None:
     """Stop the server, then any descendant that outlived it.
 
-    The Dagster webserver and daemon run in sessions of their own, so a server that is
-    killed before it stops them leaves them running; they get SIGTERM, then SIGKILL.
+    The Dagster webserver and daemon run in sessions of their own, so they keep running
+    when the server ends before it stops them. They get SIGTERM here, then SIGKILL.
     """
     leftovers = descendants(server.process.pid)
     started = time.perf_counter()
     server.stop()
     log.info("server pid %d stopped in %.1f s", server.process.pid, time.perf_counter() - started)
     # NOTE: uvicorn re-raises SIGTERM after its graceful shutdown, so `perfect10k serve` ends
-    # before it stops its Dagster webserver and daemon; they are stopped here instead.
+    # before it stops its Dagster webserver and daemon, and this function stops them instead.
     alive = _wait_ended(leftovers, 10)
     if alive:
         log.warning(
