@@ -114,10 +114,12 @@ class EmbeddedDagster:
         return False
 
     def stop(self) -> None:
-        """Ask every child to stop, then kill what is still running after the grace period."""
+        """Ask every child to stop, then kill the groups still running after the grace period."""
+        # SIGTERM goes to the webserver and daemon only, not their process groups, so a
+        # build run in flight finishes and writes its cells instead of being interrupted.
         for process in self.processes:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + DAGSTER_STOP_GRACE_S
         for process in self.processes:
             try:
