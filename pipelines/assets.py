@@ -27,7 +27,7 @@ from pipelines.tags import CELLS_TAG
 
 
 class RegionConfig(Config):
-    """Which extract to import; an empty path means PERFECT10K_EXTRACT."""
+    """Extract to import. An empty path means PERFECT10K_EXTRACT."""
 
     path: str = ""
     region: str = ""

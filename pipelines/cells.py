@@ -50,7 +50,7 @@ def region_for_cell(warehouse: Warehouse, cell: str) -> tuple[str, dict[str, Any
 
 
 def cell_needs_build(warehouse: Warehouse, cell: str, max_age_s: float = 0.0) -> bool:
-    """Whether `cell` is missing, incomplete, stale or has files that do not read."""
+    """Check whether `cell` is missing, incomplete, stale or has files that do not read."""
     owner = region_for_cell(warehouse, cell)
     if owner is None:
         return False

@@ -9,7 +9,7 @@ extract=${1:-../shared/osm/monaco-2021-04-21.osm.pbf}
 bash scripts/setup.sh
 export DAGSTER_DISABLE_TELEMETRY=1
 .venv/bin/perfect10k import "$extract"
-# Build the sample region's cells up front, so the first request is answered from cache.
+# Build the sample region's cells up front, so the first request is served from cache.
 region=$(.venv/bin/python -c 'import sys; from pipelines.regions import region_id_for; from pathlib import Path; print(region_id_for(Path(sys.argv[1])))' "$extract")
 if [ -z "${1:-}" ]; then
   .venv/bin/perfect10k materialize --region "$region"

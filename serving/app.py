@@ -71,7 +71,7 @@ class RouteController(Controller):
 
     @get("/job-status/{job_id:str}", sync_to_thread=True, responses=error_responses(400, 404))
     def job_status(self, job_id: IdPath, service: RouteService) -> schemas.JobStatus:
-        """Report a job's progress (cells ready / cells needed) and its answer once completed."""
+        """Report a job's progress (cells ready / cells needed) and its result once completed."""
         return service.job_status(job_id)
 
     @get("/routes/{route_id:str}", sync_to_thread=True, responses=error_responses(400, 404, 503))

@@ -93,7 +93,7 @@ class EmbeddedDagster:
     def wait_ready(self) -> bool:
         """Wait until the webserver has loaded the code location; return False on timeout.
 
-        The webserver answers HTTP before the code location is loaded, and a run launched
+        The webserver responds to HTTP before the code location is loaded, and a run launched
         before then fails, so readiness is the repository being queryable.
         """
         url = f"http://{self.settings.dagster_host}:{self.settings.dagster_port}/graphql"

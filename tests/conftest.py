@@ -89,7 +89,7 @@ class LiveServer:
 
 
 def start_server(data_dir: Path, log_name: str = "server.log", **extra: str) -> LiveServer:
-    """Start `perfect10k serve` with embedded Dagster and wait until it answers."""
+    """Start `perfect10k serve` with embedded Dagster and wait until it responds."""
     port = free_port()
     env = perfect10k_env(
         data_dir,

@@ -2,7 +2,7 @@
 
 The default resolution 7 has cells with a 1.41 km edge (4.6 km²). An 8 km loop stays within
 about 3 km of its start, which `grid_disk(k=2)` (19 cells) covers from any start in the
-centre cell, so one request touches few enough files to read in milliseconds while a cold
+centre cell. So one request touches few enough files to read in milliseconds while a cold
 area stays small enough to build in about a second.
 """
 

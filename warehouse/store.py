@@ -1,4 +1,4 @@
-"""The warehouse: immutable Parquet files and a JSON manifest that says which are current.
+"""The warehouse: immutable Parquet files and a JSON manifest that records which are current.
 
 Layout under the warehouse root::
 
@@ -79,7 +79,7 @@ class CellEntry:
         )
 
     def is_stale(self, region_version: str, max_age_s: float) -> bool:
-        """Whether the cell came from an older extract or is older than `max_age_s` (0: no limit)."""
+        """Check whether the cell is from an older extract or older than `max_age_s` (0: none)."""
         if self.region_version != region_version:
             return True
         return max_age_s > 0 and time.time() - self.built_at > max_age_s
@@ -366,7 +366,7 @@ def thread_connection() -> duckdb.DuckDBPyConnection:
 
     One connection must not be shared across threads, and opening one costs tens of
     milliseconds, so each thread keeps its own. It runs queries on one thread, because the
-    server already answers requests on several.
+    server already handles requests on several.
     """
     connection = getattr(_thread_state, "connection", None)
     if connection is None:
