@@ -19,7 +19,7 @@ from planner.routing import (
     tree_path,
     tree_sums,
 )
-from planner.walks import retrace_length, trim_spurs
+from planner.walks import retrace_length, stem_length, trim_spurs
 
 # A walk within this relative error ends the search early.
 GOOD_ERROR = 0.03
@@ -41,6 +41,8 @@ class Walk:
     length: float
     retrace: float
     preference_share: float
+    # Share of the length in the stem: the shared start and end walked out and back.
+    stem: float = 0.0
 
     def error(self, target: float) -> float:
         return abs(self.length - target) / target
@@ -197,7 +199,8 @@ def measure(ctx: ClosingContext, nodes: list[int], edges: list[int]) -> Walk:
     length = float(ctx.network.length[index].sum())
     liked = float(ctx.values[index, 1].sum()) / max(length, 1.0)
     retrace = retrace_length(ctx.network, edges) / max(length, 1.0)
-    return Walk(nodes, edges, length, retrace, liked)
+    stem = stem_length(ctx.network, edges) / max(length, 1.0)
+    return Walk(nodes, edges, length, retrace, liked, stem)
 
 
 def stem_edges(network: Network, start: int) -> np.ndarray:

@@ -10,13 +10,14 @@ import numpy as np
 from planner import closing
 from planner.closing import GOOD_ERROR, Walk
 from planner.errors import NoLoopFound
-from planner.network import Network
+from planner.network import MIN_COST_M, Network
 from planner.preferences import Preference, parse_preference
 from planner.routing import (
     USED_EDGE_FACTOR,
     cost_matrix,
     edge_costs,
     edge_scores,
+    entry_keys,
     path_edges,
     shortest_tree,
     tree_path,
@@ -49,15 +50,37 @@ ALTERNATIVE_ERROR = 0.05
 ALTERNATIVE_SLACK = 0.03
 
 # Junctions tried as the far end of an out-and-back stem when no loop from the start itself
-# comes within ALTERNATIVE_ERROR: at most PIVOT_COUNT of them, within PIVOT_MAX_SHARE of the
-# target along the network and PIVOT_SPACING_SHARE apart, leaving a loop of at least
-# PIVOT_MIN_LOOP_SHARE of the target.
-PIVOT_COUNT = 6
+# comes within ALTERNATIVE_ERROR. At most PIVOT_COUNT of them are tried, within
+# PIVOT_MAX_SHARE of the target along the network and PIVOT_SPACING_SHARE apart, and each
+# must leave a loop of at least PIVOT_MIN_LOOP_SHARE of the target. Each pivot is searched
+# from PIVOT_BEARINGS (degrees added to the seed's bearing) until a loop comes within
+# GOOD_ERROR.
+PIVOT_COUNT = 8
 PIVOT_MAX_SHARE = 0.4
-PIVOT_SPACING_SHARE = 0.05
-PIVOT_MIN_LOOP_SHARE = 0.3
+PIVOT_SPACING_SHARE = 0.04
+PIVOT_MIN_LOOP_SHARE = 0.2
+PIVOT_BEARINGS = (0.0, 180.0, 90.0, 270.0)
 # Share of a pivot walk, stem excluded, that may be walked twice.
 PIVOT_MAX_RETRACE = 0.1
+
+# Rank penalty per share of a walk's length in its stem, so a loop from the start itself
+# comes before a loop at the end of a long stem of about the same length error.
+STEM_WEIGHT = 0.5
+
+# Liked edges cost this share less again in loop searches than in the shared edge costs,
+# and the liked share of a walk weighs this much more when loops are ranked.
+LOOP_LIKE_DISCOUNT = 0.7
+EXTRA_PREFERENCE_WEIGHT = 0.6
+
+# Without a preference, walks whose rank lies within RANK_TIE of the best count as equally
+# good and the earliest found of them comes first. The search starts at the seed's bearing,
+# so seeds lead with loops in different directions. With a preference the best rank leads,
+# because the rank holds the liked share.
+RANK_TIE = 0.02
+
+# When no loop comes within ALTERNATIVE_ERROR, the planner walks out and back the same way,
+# so the whole walk is stem. At most OUT_AND_BACK_TRIES turning points are tried.
+OUT_AND_BACK_TRIES = 8
 
 # Relative spread of the seeded random factor on every edge cost.
 COST_NOISE = 0.15
@@ -73,6 +96,14 @@ SECOND_WAYPOINT_TURN = 75.0
 
 # First waypoints tried per direction before giving up on it.
 FIRST_WAYPOINT_TRIES = 3
+
+# The first waypoint lies at most this share of the network distance to the furthest node
+# the start reaches.
+REACH_SHARE = 0.7
+
+# Radius, as a share of the target, of the area skipped around a first waypoint from which
+# no way on leads back to the start.
+POCKET_SHARE = 0.1
 
 # When the best two-waypoint loop is this much too short, loops with more corners are
 # tried: legs of this share of the target, turning by the seed's turn after each.
@@ -122,6 +153,7 @@ def plan_loops(
     network = network.around(start.node, LOCAL_RADIUS_SHARE * target_m)
     search = _LoopSearch(network, preference, network.node_index(start.node_id), target_m)
 
+    tie = RANK_TIE if not preference.groups else 0.0
     first_bearing = float(rng.uniform(0.0, 360.0))
     turn = SECOND_WAYPOINT_TURN * float(rng.choice([-1.0, 1.0]))
     walks: list[Walk] = []
@@ -137,7 +169,7 @@ def plan_loops(
     offsets += [offset + 180.0 / alternatives for offset in offsets]
     offsets += [offset + 90.0 / alternatives for offset in offsets]
     for offset in offsets:
-        if len(_select(walks, target_m, alternatives)) >= alternatives:
+        if len(_select(walks, target_m, alternatives, tie)) >= alternatives:
             break
         walk = search.find(first_bearing + offset, turn, earlier)
         if walk is None or walk.error(target_m) > MAX_ERROR:
@@ -145,32 +177,75 @@ def plan_loops(
         if _add_distinct(walks, walk, target_m):
             earlier[walk.edges] *= EARLIER_LOOP_FACTOR
 
-    best = min(walks, key=lambda walk: walk.rank(target_m)) if walks else None
-    if best is None or best.error(target_m) > ALTERNATIVE_ERROR:
-        for walk in _pivot_walks(search, preference, first_bearing, turn, earlier):
+    if _good_count(walks, target_m) == 0:
+        for walk in _pivot_walks(search, preference, first_bearing, turn, earlier, alternatives):
             if walk.error(target_m) <= MAX_ERROR:
                 _add_distinct(walks, walk, target_m)
 
+    if _good_count(walks, target_m) == 0:
+        # NOTE: an out-and-back is the last resort, because mountain valleys often have no
+        # loop near the target. It turns only at vertices, never inside a long edge.
+        for walk in _out_and_back_walks(search, first_bearing):
+            _add_distinct(walks, walk, target_m)
+    if not walks and not preference.is_neutral:
+        # Cheap liked ways can lead the cost tree round the only way of the right length.
+        plain = _LoopSearch(network, parse_preference(""), search.start, target_m)
+        for walk in _out_and_back_walks(plain, first_bearing):
+            _add_distinct(walks, walk, target_m)
+
     if not walks:
-        # NOTE: a start whose only ways run far beyond half the target (mountain roads) has
-        # no junction to loop from, so it fails even where a long out-and-back would do.
         raise NoLoopFound(
             f"No loop of about {target_m:.0f} m found from the start: the walkable network "
             f"reachable there is too small or too broken up. Try a shorter distance or "
             "another start."
         )
-    walks = _select(walks, target_m, alternatives)
+    walks = _select(walks, target_m, alternatives, tie)
     return [_to_loop(network, walk, start.distance_m) for walk in walks]
 
 
+def _rank(walk: Walk, target: float) -> float:
+    """Return the walk's rank with its stem counted against it (lower is better)."""
+    return (
+        walk.rank(target)
+        + STEM_WEIGHT * walk.stem
+        - EXTRA_PREFERENCE_WEIGHT * walk.preference_share
+    )
+
+
+def _loop_costs(network: Network, preference: Preference) -> np.ndarray:
+    """Return edge costs for loop searches: the shared costs with liked edges cheaper still.
+
+    A loop may wind through any part of the area around the start, so it can follow liked
+    ways further than a step-by-step route, which heads for its waypoints.
+    """
+    key = ("loop_costs", preference.key)
+    cached = network.cache.get(key)
+    if cached is not None:
+        return cached
+    costs = edge_costs(network, preference)
+    if preference.groups:
+        costs = np.maximum(
+            costs * (1.0 - LOOP_LIKE_DISCOUNT * edge_scores(network, preference)), MIN_COST_M
+        )
+    network.cache[key] = costs
+    return costs
+
+
+def _good_count(walks: list[Walk], target: float) -> int:
+    return sum(walk.error(target) <= ALTERNATIVE_ERROR for walk in walks)
+
+
 def _add_distinct(walks: list[Walk], walk: Walk, target: float) -> bool:
-    """Add `walk` unless a similar walk ranks better; similar walks that rank worse go."""
+    """Add `walk` unless a similar walk ranks better; similar walks that rank worse go.
+
+    The list stays in the order the walks were found, which `_select` relies on.
+    """
     similar = [
         index
         for index, other in enumerate(walks)
         if edge_jaccard(walk.edges, other.edges) >= MAX_JACCARD
     ]
-    if any(walks[index].rank(target) <= walk.rank(target) for index in similar):
+    if any(_rank(walks[index], target) <= _rank(walk, target) for index in similar):
         return False
     for index in reversed(similar):
         del walks[index]
@@ -178,20 +253,22 @@ def _add_distinct(walks: list[Walk], walk: Walk, target: float) -> bool:
     return True
 
 
-def _select(walks: list[Walk], target: float, alternatives: int) -> list[Walk]:
-    """Return the best walk and the alternatives that come close enough to it in length.
+def _select(walks: list[Walk], target: float, alternatives: int, tie: float) -> list[Walk]:
+    """Return the first walk and the alternatives that come close enough to it in length.
 
-    Alternatives lie within ALTERNATIVE_ERROR of the target, or, when the best walk misses
-    that, within ALTERNATIVE_SLACK of the best walk's error: fewer loops beat bad ones.
+    The first walk is the earliest found of those ranked within `tie` of the best.
+    Alternatives lie within ALTERNATIVE_ERROR of the target, or, when the first walk misses
+    that, within ALTERNATIVE_SLACK of its error: fewer loops beat bad ones.
     """
     if not walks:
         return []
-    ranked = sorted(walks, key=lambda walk: walk.rank(target))
-    best = ranked[0]
-    bar = max(ALTERNATIVE_ERROR, best.error(target) + ALTERNATIVE_SLACK)
-    if best.error(target) <= ALTERNATIVE_ERROR:
+    best_rank = min(_rank(walk, target) for walk in walks)
+    first = next(walk for walk in walks if _rank(walk, target) <= best_rank + tie)
+    ranked = sorted(walks, key=lambda walk: _rank(walk, target))
+    bar = max(ALTERNATIVE_ERROR, first.error(target) + ALTERNATIVE_SLACK)
+    if first.error(target) <= ALTERNATIVE_ERROR:
         bar = ALTERNATIVE_ERROR
-    chosen = [best] + [walk for walk in ranked[1:] if walk.error(target) <= bar]
+    chosen = [first] + [walk for walk in ranked if walk is not first and walk.error(target) <= bar]
     return chosen[:alternatives]
 
 
@@ -254,24 +331,29 @@ def _pivot_walks(
     bearing: float,
     turn: float,
     earlier: np.ndarray,
+    enough: int,
 ) -> list[Walk]:
     """Walk out to a junction near the start, loop from there and walk back the same way.
 
     The out-and-back stem is the common start and end of the walk, so it does not count as
     retraced. This finds loops from dead-end branches and from starts whose own cycles are
-    far longer than the target.
+    far longer than the target. The search stops once `enough` pivots gave a loop within
+    GOOD_ERROR.
     """
     network = search.network
     walks: list[Walk] = []
+    good = 0
     for pivot in _pivots(search):
         stem_nodes = tree_path(search.start_tree, pivot)
         stem = path_edges(network, stem_nodes)
+        if not _walkable_back(network, stem_nodes):
+            continue
         stem_length = float(network.length[stem].sum())
         rest = search.target - 2.0 * stem_length
         if rest < PIVOT_MIN_LOOP_SHARE * search.target:
             continue
         inner = _LoopSearch(network, preference, pivot, rest)
-        for offset in (0.0, 180.0):
+        for offset in PIVOT_BEARINGS:
             loop = inner.find(bearing + offset, turn, earlier)
             if loop is None or loop.nodes[0] != pivot or loop.nodes[-1] != pivot:
                 continue
@@ -282,8 +364,50 @@ def _pivot_walks(
                 continue
             walks.append(walk)
             if walk.error(search.target) <= GOOD_ERROR:
-                return walks
+                good += 1
+                break
+        if good >= enough:
+            break
     return walks
+
+
+def _out_and_back_walks(search: _LoopSearch, bearing: float) -> list[Walk]:
+    """Walk out to a turning point about half the target away and back the same way.
+
+    Turning points whose walk lies within ALTERNATIVE_ERROR are scored by length error,
+    by their angle to `bearing` (so seeds turn in different directions) and by the liked
+    share of the way, and the best OUT_AND_BACK_TRIES are built.
+    """
+    network = search.network
+    target = search.target
+    real = search.start_real
+    error = np.abs(2.0 * real - target) / target
+    candidates = np.flatnonzero(error <= ALTERNATIVE_ERROR)
+    if candidates.size == 0:
+        return []
+    nodes = search.start_reached[candidates]
+    angle = closing.angle_between(search.ctx.bearing[nodes], bearing)
+    liked = search.start_liked[candidates] / np.maximum(real[candidates], 1.0)
+    score = error[candidates] / ALTERNATIVE_ERROR + angle / 90.0 - liked
+    walks: list[Walk] = []
+    for position in np.argsort(score)[:OUT_AND_BACK_TRIES].tolist():
+        out = tree_path(search.start_tree, int(nodes[position]))
+        if not _walkable_back(network, out):
+            continue
+        edges = path_edges(network, out)
+        walks.append(closing.measure(search.ctx, out + out[::-1][1:], edges + edges[::-1]))
+    return walks
+
+
+def _walkable_back(network: Network, nodes: list[int]) -> bool:
+    """Tell whether the node path can be walked in reverse (no one-way edge against it)."""
+    if len(nodes) < 2:
+        return True
+    back = np.asarray(nodes[::-1], dtype=np.int64)
+    keys = entry_keys(network, reverse=False)
+    pairs = back[:-1] * network.node_count + back[1:]
+    entries = np.minimum(np.searchsorted(keys, pairs), keys.shape[0] - 1)
+    return bool((keys[entries] == pairs).all())
 
 
 class _LoopSearch:
@@ -293,7 +417,7 @@ class _LoopSearch:
         self.network = network
         self.start = start
         self.target = target
-        costs = edge_costs(network, preference)
+        costs = _loop_costs(network, preference)
         self.ctx = closing.context(network, start, costs, edge_scores(network, preference))
         # Search radii in cost units: A lies at most MAX_FIRST_LEG_SHARE * 1.2 of the target
         # away, and each of the two later legs is well under 0.6 of it. Avoided kinds make
@@ -307,15 +431,31 @@ class _LoopSearch:
         self.start_reached = np.flatnonzero(self.start_tree >= 0)
         sums = tree_sums(network, self.start_tree, self.start_reached, self.ctx.values)
         self.start_real = sums[:, 0]
+        self.max_real = float(self.start_real.max()) if self.start_real.size else 0.0
         self.start_liked = sums[:, 1]
         self.stem = closing.stem_edges(network, start)
+        self.polygon_first = False
 
     def find(self, bearing: float, turn: float, earlier: np.ndarray) -> Walk | None:
-        """Search loops whose first waypoint lies near `bearing`; return the best one."""
+        """Search loops whose first waypoint lies near `bearing`; return the best one.
+
+        Once a polygon walk beat the two-waypoint loops, later calls try it first, because
+        the network around the start is then too small for loops with two corners.
+        """
         best: Walk | None = None
+        if self.polygon_first:
+            best = self._polygon(bearing, turn, earlier)
+            if best is not None and best.error(self.target) <= GOOD_ERROR:
+                return best
         leg_share = FIRST_LEG_SHARE
+        # First waypoints in a pocket (a pier, a cul-de-sac estate) have no way on but the way
+        # they came, so the area around one where closing failed is skipped on the next try.
+        blocked = np.zeros(self.start_reached.shape[0], dtype=bool)
         for _ in range(FIRST_WAYPOINT_TRIES):
-            first = self._first_waypoint(bearing, leg_share * self.target)
+            # In a network smaller than the loop (an old town, a small island) the first
+            # waypoint stays inside it, short of its far end.
+            distance = min(leg_share * self.target, REACH_SHARE * self.max_real)
+            first = self._first_waypoint(bearing, distance, blocked)
             if first is None:
                 return best
             walk, estimate_ratio = self._close_loop(first, bearing + turn, earlier)
@@ -325,16 +465,26 @@ class _LoopSearch:
                 best = walk
             if best is not None and best.error(self.target) <= GOOD_ERROR:
                 return best
+            if estimate_ratio == 0.0:
+                crow = np.hypot(
+                    self.network.x[self.start_reached] - self.network.x[first],
+                    self.network.y[self.start_reached] - self.network.y[first],
+                )
+                blocked |= crow <= POCKET_SHARE * self.target
+                continue
             # The reachable loops were all too short or too long: move A out or in.
             leg_share = float(
                 np.clip(leg_share / max(estimate_ratio, 0.3), 0.12, MAX_FIRST_LEG_SHARE)
             )
+        if self.polygon_first:
+            return best
         if best is None or (best.error(self.target) > FALLBACK_ERROR and best.length < self.target):
             walk = self._polygon(bearing, turn, earlier)
             if walk is not None and (
                 best is None or walk.rank(self.target) < best.rank(self.target)
             ):
                 best = walk
+                self.polygon_first = True
         return best
 
     def _polygon(self, bearing: float, turn: float, earlier: np.ndarray) -> Walk | None:
@@ -380,12 +530,12 @@ class _LoopSearch:
                 break
         return best
 
-    def _first_waypoint(self, bearing: float, distance: float) -> int | None:
+    def _first_waypoint(self, bearing: float, distance: float, blocked: np.ndarray) -> int | None:
         nodes = self.start_reached
         real = self.start_real
         angle = closing.angle_between(self.ctx.bearing[nodes], bearing)
         for window in (35.0, 70.0, 180.0):
-            ring = (np.abs(real - distance) <= 0.2 * distance) & (angle <= window)
+            ring = (np.abs(real - distance) <= 0.2 * distance) & (angle <= window) & ~blocked
             if ring.any():
                 candidates = np.flatnonzero(ring)
                 liked = self.start_liked[candidates] / np.maximum(real[candidates], 1.0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import pytest
 
 from planner import (
@@ -13,6 +16,7 @@ from planner import (
     start_route,
     suggest_candidates,
 )
+from planner.walks import edge_jaccard
 from tests.test_planner import (
     TableBuilder,
     assert_closed_walk,
@@ -100,3 +104,124 @@ def test_alternatives_no_worse_than_first(region: str) -> None:
                 assert error <= 0.05
         checked += 1
     assert checked >= 8
+
+
+def tree_network() -> Network:
+    """A 4 km path of 100 m edges running east, with a 50 m side spur every 200 m.
+
+    The network has no cycle at all, so the only walk back to the start is the way out.
+    """
+    builder = TableBuilder()
+    previous = builder.node(1, 0.0, 0.0)
+    for step in range(1, 41):
+        node_id = builder.node(1 + step, 100.0 * step, 0.0)
+        builder.edge(previous, node_id)
+        if step % 2 == 0:
+            spur = builder.node(100 + step, 100.0 * step, 50.0)
+            builder.edge(node_id, spur)
+        previous = node_id
+    return builder.network()
+
+
+def test_tree_start_walks_out_and_back() -> None:
+    network = tree_network()
+    loop = plan_loops(network, *to_lat_lon(0.0, 0.0), 3000.0, "", seed=1)[0]
+    assert abs(loop.distance_m - 3000.0) <= 0.05 * 3000.0
+    assert_closed_walk(network, loop.node_ids, loop.edge_ids)
+    assert loop.edge_ids == loop.edge_ids[::-1]
+    assert loop.retrace_share == 0.0
+
+
+@pytest.fixture(scope="module")
+def small_grid() -> Network:
+    builder = TableBuilder()
+    builder.grid(1000, 11, 11, 100.0)
+    return builder.network()
+
+
+def test_grid_start_prefers_loop_to_stem(small_grid: Network) -> None:
+    for seed in range(5):
+        loop = plan_loops(small_grid, *to_lat_lon(500.0, 500.0), 3000.0, "", seed=seed)[0]
+        assert loop.edge_ids[0] != loop.edge_ids[-1]
+        assert loop.retrace_share <= 0.03
+
+
+# Perimeters of the four petals of `flower_network`, north, east, south and west. They
+# differ by at most 2% of 3 km, so no petal is clearly the best 3 km loop.
+PETAL_PERIMETERS_M = (2940.0, 3000.0, 3060.0, 2970.0)
+
+
+def flower_network() -> Network:
+    """Four triangular petals of about 3 km meeting at one junction at the origin.
+
+    Each petal leaves the origin at 15 degrees either side of its direction, and every side
+    is split into 100 m or shorter edges, so the waypoint search finds nodes along them.
+    """
+    builder = TableBuilder()
+    centre = builder.node(1, 0.0, 0.0)
+    next_id = 2
+    for petal, perimeter in enumerate(PETAL_PERIMETERS_M):
+        direction = math.radians(90.0 * petal)
+        radius = perimeter / (2.0 + 2.0 * math.sin(math.radians(15.0)))
+        corners = [
+            (
+                radius * math.sin(direction + math.radians(side)),
+                radius * math.cos(direction + math.radians(side)),
+            )
+            for side in (-15.0, 15.0)
+        ]
+        outline = [(0.0, 0.0), *corners, (0.0, 0.0)]
+        previous = centre
+        for (x0, y0), (x1, y1) in itertools.pairwise(outline):
+            pieces = max(math.ceil(math.hypot(x1 - x0, y1 - y0) / 100.0), 1)
+            for piece in range(1, pieces + 1):
+                if piece == pieces and (x1, y1) == (0.0, 0.0):
+                    node_id = centre
+                else:
+                    fraction = piece / pieces
+                    node_id = builder.node(
+                        next_id, x0 + fraction * (x1 - x0), y0 + fraction * (y1 - y0)
+                    )
+                    next_id += 1
+                builder.edge(previous, node_id)
+                previous = node_id
+    return builder.network()
+
+
+def test_seeds_lead_with_different_petals() -> None:
+    network = flower_network()
+    firsts: list[list[int]] = []
+    for seed in range(8):
+        loop = plan_loops(network, *to_lat_lon(0.0, 0.0), 3000.0, "", seed=seed)[0]
+        assert abs(loop.distance_m - 3000.0) <= 0.05 * 3000.0
+        assert loop.retrace_share <= 0.03
+        firsts.append(loop.edge_ids)
+    distinct: list[list[int]] = []
+    for edges in firsts:
+        if all(edge_jaccard(edges, other) < 0.5 for other in distinct):
+            distinct.append(edges)
+    assert len(distinct) >= 3
+
+
+def test_small_town_loop_avoids_pier() -> None:
+    """A 9 x 9 grid of 100 m blocks, 800 m across, with a 1.4 km dead-end pier to the north.
+
+    A 5 km loop there must wind through the grid. A first waypoint on the pier has no way
+    on, so the loop would walk the pier out and back.
+    """
+    builder = TableBuilder()
+    ids = builder.grid(1000, 9, 9, 100.0)
+    previous = ids[(4, 8)]
+    for step in range(1, 15):
+        node_id = builder.node(5000 + step, 400.0, 800.0 + 100.0 * step)
+        builder.edge(previous, node_id)
+        previous = node_id
+    network = builder.network()
+    pier = {5000 + step for step in range(1, 15)}
+    for seed in range(6):
+        loops = plan_loops(network, *to_lat_lon(400.0, 0.0), 5000.0, "", seed=seed)
+        for loop in loops:
+            assert abs(loop.distance_m - 5000.0) <= 0.05 * 5000.0
+            assert loop.retrace_share <= 0.10
+            assert not pier & set(loop.node_ids)
+            assert_closed_walk(network, loop.node_ids, loop.edge_ids)
