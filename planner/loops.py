@@ -60,6 +60,8 @@ PIVOT_MAX_SHARE = 0.4
 PIVOT_SPACING_SHARE = 0.04
 PIVOT_MIN_LOOP_SHARE = 0.2
 PIVOT_BEARINGS = (0.0, 180.0, 90.0, 270.0)
+# Loop searches from pivots per request, which bounds the time spent on sparse networks.
+PIVOT_SEARCHES = 16
 # Share of a pivot walk, stem excluded, that may be walked twice.
 PIVOT_MAX_RETRACE = 0.1
 
@@ -141,7 +143,9 @@ def plan_loops(
     The same seed gives the same loops; None means DEFAULT_SEED. Raises StartNotFound
     when no usable way is near the start, NoLoopFound when no loop comes within
     MAX_ERROR of the target. Fewer loops than asked are returned when the network has no
-    more that differ enough.
+    more that differ enough. Where no loop from the start comes within ALTERNATIVE_ERROR,
+    a loop may hang at the end of a stem walked out and back. Where no such walk comes
+    within it either, the last resort walks out and back the same way.
     """
     if not (math.isfinite(target_m) and target_m > 0):
         raise ValueError(f"target_m must be a positive number of metres, got {target_m!r}")
@@ -343,7 +347,10 @@ def _pivot_walks(
     network = search.network
     walks: list[Walk] = []
     good = 0
+    searches = 0
     for pivot in _pivots(search):
+        if searches >= PIVOT_SEARCHES:
+            break
         stem_nodes = tree_path(search.start_tree, pivot)
         stem = path_edges(network, stem_nodes)
         if not _walkable_back(network, stem_nodes):
@@ -353,10 +360,16 @@ def _pivot_walks(
         if rest < PIVOT_MIN_LOOP_SHARE * search.target:
             continue
         inner = _LoopSearch(network, preference, pivot, rest)
-        for offset in PIVOT_BEARINGS:
+        seen: list[list[int]] = []
+        for offset in PIVOT_BEARINGS[: PIVOT_SEARCHES - searches]:
+            searches += 1
             loop = inner.find(bearing + offset, turn, earlier)
             if loop is None or loop.nodes[0] != pivot or loop.nodes[-1] != pivot:
                 continue
+            if loop.edges in seen:
+                # Around a sparse pivot every bearing finds the same cycle.
+                break
+            seen.append(loop.edges)
             nodes = stem_nodes + loop.nodes[1:] + stem_nodes[::-1][1:]
             edges = stem + loop.edges + stem[::-1]
             walk = closing.measure(search.ctx, nodes, edges)
