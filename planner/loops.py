@@ -80,8 +80,10 @@ EXTRA_PREFERENCE_WEIGHT = 0.6
 # because the rank holds the liked share.
 RANK_TIE = 0.02
 
-# When no loop comes within ALTERNATIVE_ERROR, the planner walks out and back the same way,
-# so the whole walk is stem. At most OUT_AND_BACK_TRIES turning points are tried.
+# When no loop comes within OUT_AND_BACK_ERROR of the target, the planner walks out and back
+# the same way, so the whole walk is stem. A walker would rather walk a loop 10% off the
+# target than every street twice. At most OUT_AND_BACK_TRIES turning points are tried.
+OUT_AND_BACK_ERROR = 0.10
 OUT_AND_BACK_TRIES = 8
 
 # Relative spread of the seeded random factor on every edge cost.
@@ -186,7 +188,7 @@ def plan_loops(
             if walk.error(target_m) <= MAX_ERROR:
                 _add_distinct(walks, walk, target_m)
 
-    if _good_count(walks, target_m) == 0:
+    if not any(walk.error(target_m) <= OUT_AND_BACK_ERROR for walk in walks):
         # NOTE: an out-and-back is the last resort, because mountain valleys often have no
         # loop near the target. It turns only at vertices, never inside a long edge.
         for walk in _out_and_back_walks(search, first_bearing):
