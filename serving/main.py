@@ -28,6 +28,10 @@ REPOSITORY_QUERY = (
     '{ repositoryOrError(repositorySelector: {repositoryLocationName: "perfect10k", '
     'repositoryName: "__repository__"}) { __typename } }'
 )
+# Also makes the webserver create its run coordinator, which starts the run workers' fork
+# server (pipelines/run_launch.py) before the first cold request.
+DAEMON_QUERY = '{ instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }'
+DAEMON_START_TIMEOUT_S = 30.0
 
 
 def _terminate_with_parent() -> None:
@@ -105,6 +109,7 @@ class EmbeddedDagster:
                 if body.get("data", {}).get("repositoryOrError", {}).get("__typename") == (
                     "Repository"
                 ):
+                    self._wait_for_daemon(url)
                     return True
             except (httpx.HTTPError, ValueError):
                 pass
@@ -112,6 +117,30 @@ class EmbeddedDagster:
                 return False
             time.sleep(0.5)
         return False
+
+    def _wait_for_daemon(self, url: str) -> None:
+        """Wait until the daemon's run queue reports healthy, at most DAEMON_START_TIMEOUT_S.
+
+        Until then the server answers cold requests with 503. A daemon that does not come
+        up affects only the cold areas, so serving starts anyway after the timeout.
+        """
+        deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                body = httpx.post(url, json={"query": DAEMON_QUERY}, timeout=5.0).json()
+                statuses = body["data"]["instance"]["daemonHealth"]["allDaemonStatuses"]
+                if any(
+                    status["daemonType"] == "QUEUED_RUN_COORDINATOR" and status["healthy"]
+                    for status in statuses
+                ):
+                    return
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                pass
+            time.sleep(0.5)
+        log.warning(
+            "the Dagster daemon did not report healthy within %.0f s; cold areas get 503 "
+            "until it does", DAEMON_START_TIMEOUT_S,
+        )
 
     def stop(self) -> None:
         """Ask every child to stop, then kill the groups still running after the grace period."""
