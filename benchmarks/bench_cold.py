@@ -107,13 +107,19 @@ def choose_areas(data_dir: Path, region: str, count: int, offset: int) -> list[A
     loop_k = disk_radius(reach_m(TARGET_M), resolution)
     min_apart = loop_k + disk_radius(warm_radius_m(), resolution) + 1
 
-    ranked = []
+    ranked, shares = [], []
     for cell in counts:
         disk = h3.grid_disk(cell, loop_k)
         inside = sum(1 for other in disk if other in counts)
+        edges = sum(counts.get(other, 0) for other in disk)
+        shares.append((inside / len(disk), edges, cell))
         # Loops near the region's edge may not close, so areas must lie mostly inside it.
         if inside >= 0.6 * len(disk):
-            ranked.append((sum(counts.get(other, 0) for other in disk), cell))
+            ranked.append((edges, cell))
+    if not ranked:
+        # An extract smaller than one loop's disk: take the cells whose disks it covers best.
+        ranked = [(edges, cell) for _, edges, cell in sorted(shares, reverse=True)]
+        common.log.warning("%s is smaller than an 8 km loop's cells; areas reach past it", region)
     ranked = sorted(ranked, reverse=True)[:CANDIDATE_AREAS]
 
     sets = []

@@ -89,7 +89,12 @@ class _ForkServer:
                 f"the fork server (pid {self.process.pid}) exited with code "
                 f"{self.process.wait()} before it replied"
             )
-        reply = json.loads(line)
+        try:
+            reply = json.loads(line)
+        except ValueError as error:
+            raise ForkServerUnavailable(f"the fork server sent an invalid reply: {line!r}") from error
+        if not isinstance(reply, dict):
+            raise ForkServerUnavailable(f"the fork server sent an invalid reply: {line!r}")
         if "error" in reply:
             raise ForkServerUnavailable(f"the fork server rejected the request: {reply['error']}")
         return reply
