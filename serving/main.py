@@ -100,7 +100,7 @@ class EmbeddedDagster:
 
         The webserver responds to HTTP before the code location is loaded, and a run launched
         before then fails, so readiness is the repository being queryable. Until the daemon's
-        run queue reports healthy the server answers cold requests with 503, so this also
+        run queue reports healthy the server rejects cold requests with 503, so this also
         waits for it, at most DAEMON_START_TIMEOUT_S after the repository loaded. A daemon
         that does not come up affects only the cold areas, so serving starts anyway.
         """
@@ -145,8 +145,10 @@ class EmbeddedDagster:
 
 
 def _ready_state(url: str) -> tuple[bool, bool]:
-    """Return whether the webserver at `url` has loaded the code location and whether the
-    daemon's run queue is healthy; both False while the webserver does not respond."""
+    """Return (code location loaded, daemon run queue healthy) from the webserver at `url`.
+
+    Both are False while the webserver does not respond.
+    """
     try:
         data = httpx.post(url, json={"query": READY_QUERY}, timeout=5.0).json()["data"]
         loaded = data["repositoryOrError"]["__typename"] == "Repository"
