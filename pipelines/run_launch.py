@@ -24,10 +24,17 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dagster import DagsterInstance, DagsterRun, DagsterRunStatus, Field, QueuedRunCoordinator
+from dagster import (
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    Field,
+    QueuedRunCoordinator,
+    RunsFilter,
+    SubmitRunContext,
+)
 from dagster import _check as check
 from dagster._core.launcher import LaunchRunContext, RunLauncher
-from dagster._core.run_coordinator import SubmitRunContext
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
 from pipelines import run_worker
@@ -288,8 +295,6 @@ class ImmediateRequestRunCoordinator(QueuedRunCoordinator):
         limit = self.get_run_queue_config().max_concurrent_runs
         if limit == -1:
             return True
-        from dagster import RunsFilter
-
         in_progress = self._instance.get_run_records(
             filters=RunsFilter(statuses=_IN_PROGRESS), limit=limit
         )
