@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Telemetry off so nothing tries the network. The queue starts at most two build runs at
-# once (a run worker takes a core) and is polled every second, because a user waits on it.
+# Telemetry off so nothing tries the network. A user's request run starts at once, forked
+# from a process that has the pipelines imported (pipelines/run_launch.py). Other runs wait
+# in the queue, which the daemon polls every second: at most two runs at once (a run worker
+# takes a core), at most one of them warming.
 DAGSTER_YAML = """\
 telemetry:
   enabled: false
 run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
+  module: pipelines.run_launch
+  class: ImmediateRequestRunCoordinator
   config:
     max_concurrent_runs: 2
     dequeue_interval_seconds: 1
@@ -20,8 +22,8 @@ run_coordinator:
         value: "warm"
         limit: 1
 run_launcher:
-  module: dagster.core.launcher
-  class: DefaultRunLauncher
+  module: pipelines.run_launch
+  class: ForkServerRunLauncher
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180

@@ -23,3 +23,5 @@ WARM_PRIORITY = "-10"
 
 # The H3 cell of a request's start, so the warming sensor can warm around it.
 CENTRE_TAG = "perfect10k/centre"
+# JSON {"host", "pid", "start_ticks"} of the process that executes a run, set at launch.
+RUN_WORKER_TAG = "perfect10k/run_worker"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Annotated
 
 from litestar import Controller, Litestar, Response, get, post
@@ -177,6 +178,15 @@ class InfoController(Controller):
         return views
 
 
+def _check_dagster_in_background(dagster: DagsterClient) -> None:
+    """Query Dagster's health once at start-up, in a thread, so the first request need not.
+
+    The query also makes the Dagster webserver create its run coordinator, which starts the
+    fork server for run workers (pipelines/run_launch.py) before the first cold request.
+    """
+    threading.Thread(target=dagster.unhealthy_reason, name="dagster-health", daemon=True).start()
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application from settings (the environment when None)."""
     settings = settings or load_settings()
@@ -213,7 +223,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         before_request=check_json_body,
         cors_config=cors,
         middleware=middleware,
-        on_startup=[document_strict_bodies],
+        on_startup=[document_strict_bodies, lambda: _check_dagster_in_background(dagster)],
         on_shutdown=[dagster.close],
     )
     app.state.service = service

@@ -24,10 +24,15 @@ DAGSTER_START_TIMEOUT_S = 90.0
 # The webserver and daemon stop within a few seconds of SIGTERM on an idle machine.
 DAGSTER_STOP_GRACE_S = 10.0
 PR_SET_PDEATHSIG = 1
-REPOSITORY_QUERY = (
+# The code location and the daemon's run queue. The daemon health query also makes the
+# webserver create its run coordinator, which starts the run workers' fork server
+# (pipelines/run_launch.py) while the rest of Dagster starts.
+READY_QUERY = (
     '{ repositoryOrError(repositorySelector: {repositoryLocationName: "perfect10k", '
-    'repositoryName: "__repository__"}) { __typename } }'
+    'repositoryName: "__repository__"}) { __typename } '
+    "instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
 )
+DAEMON_START_TIMEOUT_S = 30.0
 
 
 def _terminate_with_parent() -> None:
@@ -94,24 +99,32 @@ class EmbeddedDagster:
         """Wait until the webserver has loaded the code location; return False on timeout.
 
         The webserver responds to HTTP before the code location is loaded, and a run launched
-        before then fails, so readiness is the repository being queryable.
+        before then fails, so readiness is the repository being queryable. Until the daemon's
+        run queue reports healthy the server rejects cold requests with 503, so this also
+        waits for it, at most DAEMON_START_TIMEOUT_S after the repository loaded. A daemon
+        that does not come up affects only the cold areas, so serving starts anyway.
         """
         url = f"http://{self.settings.dagster_host}:{self.settings.dagster_port}/graphql"
-        query = {"query": REPOSITORY_QUERY}
         deadline = time.monotonic() + DAGSTER_START_TIMEOUT_S
+        daemon_deadline = None
         while time.monotonic() < deadline:
-            try:
-                body = httpx.post(url, json=query, timeout=5.0).json()
-                if body.get("data", {}).get("repositoryOrError", {}).get("__typename") == (
-                    "Repository"
-                ):
+            repository_loaded, queue_healthy = _ready_state(url)
+            if repository_loaded:
+                if queue_healthy:
                     return True
-            except (httpx.HTTPError, ValueError):
-                pass
+                if daemon_deadline is None:
+                    daemon_deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
+                elif time.monotonic() > daemon_deadline:
+                    log.warning(
+                        "the Dagster daemon did not report healthy within %.0f s; cold areas "
+                        "get 503 until it does", DAEMON_START_TIMEOUT_S,
+                    )
+                    return True
             if any(process.poll() is not None for process in self.processes):
                 return False
             time.sleep(0.5)
-        return False
+        # The code location loaded, and only the daemon is still missing.
+        return daemon_deadline is not None
 
     def stop(self) -> None:
         """Ask every child to stop, then kill the groups still running after the grace period."""
@@ -129,6 +142,24 @@ class EmbeddedDagster:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         log.info("stopped Dagster")
+
+
+def _ready_state(url: str) -> tuple[bool, bool]:
+    """Return (code location loaded, daemon run queue healthy) from the webserver at `url`.
+
+    Both are False while the webserver does not respond.
+    """
+    try:
+        data = httpx.post(url, json={"query": READY_QUERY}, timeout=5.0).json()["data"]
+        loaded = data["repositoryOrError"]["__typename"] == "Repository"
+        statuses = data["instance"]["daemonHealth"]["allDaemonStatuses"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return False, False
+    healthy = any(
+        status["daemonType"] == "QUEUED_RUN_COORDINATOR" and status["healthy"]
+        for status in statuses
+    )
+    return loaded, healthy
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

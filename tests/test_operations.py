@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 import warnings
@@ -19,8 +20,10 @@ import pytest
 import yaml
 from dagster import (
     AssetKey,
+    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
+    QueuedRunCoordinator,
     RunsFilter,
     SensorResult,
     SkipReason,
@@ -36,6 +39,7 @@ from pipelines.checks import MIN_LARGEST_COMPONENT_SHARE, cell_connectivity
 from pipelines.launch import partition_range_tags
 from pipelines.regions import import_region
 from pipelines.resources import WarehouseResource
+from pipelines.run_launch import ForkServerRunLauncher, ImmediateRequestRunCoordinator
 from pipelines.schedules import popular_places_schedule
 from pipelines.sensors import warm_neighbours_sensor
 from pipelines.tags import (
@@ -46,6 +50,7 @@ from pipelines.tags import (
     ORIGIN_WARM,
     PRIORITY_TAG,
     REQUEST_PRIORITY,
+    RUN_WORKER_TAG,
 )
 from pipelines.warming import cells_to_warm, place_cells, popular_places, warm_radius_m
 from serving.dagster_client import DagsterClient
@@ -367,6 +372,14 @@ def runs_with_origin(instance: DagsterInstance, origin: str) -> list:
     )
 
 
+def event_types(instance: DagsterInstance, run_id: str) -> list[DagsterEventType]:
+    return [
+        entry.dagster_event.event_type
+        for entry in instance.all_logs(run_id)
+        if entry.dagster_event is not None
+    ]
+
+
 def test_daemon_warms_neighbours_of_request(ops_server: LiveServer):
     store = Warehouse(ops_server.data_dir / "warehouse")
     request = {"lat": ANDORRA_START[0], "lon": ANDORRA_START[1], "target_distance": LOOP_M}
@@ -394,7 +407,16 @@ def test_daemon_warms_neighbours_of_request(ops_server: LiveServer):
     with instance_of(ops_server) as instance:
         request_runs = runs_with_origin(instance, ORIGIN_REQUEST)
         warm_runs = runs_with_origin(instance, ORIGIN_WARM)
-    assert warm_runs, "the sensor launched no warm run"
+        assert warm_runs, "the sensor launched no warm run"
+        request_events = event_types(instance, request_runs[-1].dagster_run.run_id)
+        warm_events = event_types(instance, warm_runs[-1].dagster_run.run_id)
+    # The coordinator launches request runs at once, and warming runs wait in the queue.
+    assert DagsterEventType.RUN_ENQUEUED not in request_events
+    assert DagsterEventType.RUN_ENQUEUED in warm_events
+    for run in (request_runs[-1].dagster_run, warm_runs[-1].dagster_run):
+        worker = json.loads(run.tags[RUN_WORKER_TAG])
+        assert worker["pid"] > 0, worker
+        assert worker["pid"] not in (ops_server.process.pid, os.getpid()), worker
     warm_tags = warm_runs[0].dagster_run.tags
     assert int(warm_tags[PRIORITY_TAG]) < 0
     assert not set(warm_tags[CELLS_TAG].split(",")) & first
@@ -524,7 +546,10 @@ def test_dagster_yaml_matches_embedded(tmp_path: Path):
     assert storage in text
     (tmp_path / "dagster.yaml").write_text(text.replace(storage, str(tmp_path / "storage")))
     with DagsterInstance.from_config(str(tmp_path)) as instance:
-        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        # A QueuedRunCoordinator subclass, so the daemon still runs the queue.
+        assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+        assert isinstance(instance.run_coordinator, ImmediateRequestRunCoordinator)
+        assert isinstance(instance.run_launcher, ForkServerRunLauncher)
         assert instance.get_runs() == []
 
 
