@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import msgspec
 import numpy as np
 
@@ -24,6 +26,10 @@ def trim_spurs(nodes: list[int], edges: list[int]) -> tuple[list[int], list[int]
 
     The first and last edge are never paired, so the stem of a start in a cul-de-sac stays.
     """
+    # The first cut needs a node equal to the node two steps later, which most walks lack.
+    # map() compares in C, several times faster than the loop below.
+    if len(nodes) == len(edges) + 1 and not any(map(operator.eq, nodes, nodes[2:])):
+        return list(nodes), list(edges)
     kept_nodes = [nodes[0]]
     kept_edges: list[int] = []
     for edge, node in zip(edges, nodes[1:]):
@@ -48,6 +54,9 @@ def stem_length(network: Network, edges: list[int]) -> float:
 def retrace_length(network: Network, edges: list[int], closed: bool = True) -> float:
     """Return the length walked more than once, minus the stem of a closed walk."""
     if not edges:
+        return 0.0
+    # Without a repeated edge nothing is walked twice and a closed walk has no stem.
+    if len(set(edges)) == len(edges):
         return 0.0
     unique, counts = np.unique(np.asarray(edges, dtype=np.int64), return_counts=True)
     repeated = float((network.length[unique] * (counts - 1)).sum())
