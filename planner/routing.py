@@ -74,12 +74,12 @@ def shortest_tree(matrix: csr_matrix, source: int, limit: float) -> tuple[np.nda
 
 
 def pair_entries(matrix: csr_matrix, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Return the CSR entry of each (source, target) node pair; raise ValueError if one is missing.
+    """Return the CSR entry of each (source, target) node pair.
 
     The scan starts at each source's row and moves one entry per pass, only for the pairs
     not found yet. Rows hold a few entries each, so this takes a few vectorised passes and
-    needs no index of all pairs. A scan for a missing pair runs past its row, which the
-    check at the end (or the end of the array) catches.
+    needs no index of all pairs. A scan for a missing pair runs past its row, so the check
+    at the end, or the end of the array, raises ValueError naming the first such pair.
     """
     position = matrix.indptr[sources].astype(np.int64)
     indices = matrix.indices
