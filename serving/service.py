@@ -50,6 +50,8 @@ MAX_LOAD_ATTEMPTS = 3
 COORDINATE_DIGITS = 6
 # The planner snaps a loop's start with this share of the target as the smallest network
 # component it accepts. The cache of loop results keys on the same snapped vertex.
+# NOTE: this repeats the share inside plan_loops. If the two differ, results whose start
+# differs from the key's vertex are planned but never cached.
 LOOP_MIN_COMPONENT_SHARE = 0.5
 
 
