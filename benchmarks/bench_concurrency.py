@@ -6,8 +6,8 @@ spread over the merged network. A separate load-generator process runs one threa
 one keep-alive httpx client per simulated user. It first requests every start once, so
 each worker has its network loaded. Then, per repetition, it runs one client alone for
 --baseline-duration seconds and 32 clients for --duration seconds. Each request is an 8 km
-loop with 3 alternatives. Any status other than 200 and any transport error counts as an
-error. The server's CPU time per request comes from /proc, which stays meaningful when
+loop with 3 alternatives (--alternatives changes it). Any status other than 200 and any
+transport error counts as an error. The server's CPU time per request comes from /proc, which stays meaningful when
 the load generator and other work share the cores.
 
 Run from the repository root:
@@ -31,7 +31,6 @@ import httpx
 
 SCRIPT = Path(__file__).resolve()
 TARGET_M = 8000.0
-ALTERNATIVES = 3
 
 
 def _server_cpu(pids: list[int]) -> list[float]:
@@ -47,7 +46,7 @@ def _server_cpu(pids: list[int]) -> list[float]:
 
 def run_clients(
     base_url: str, starts: list[list[float]], clients: int, duration_s: float, pids: list[int],
-    each_once: bool = False,
+    alternatives: int, each_once: bool = False,
 ) -> dict:
     """Send loop requests from `clients` threads for `duration_s` (or each start once)."""
     counter = itertools.count()
@@ -70,7 +69,7 @@ def run_clients(
                 lat, lon = starts[index % len(starts)]
                 body = {
                     "lat": lat, "lon": lon, "target_distance": TARGET_M,
-                    "alternatives": ALTERNATIVES,
+                    "alternatives": alternatives,
                 }
                 started = time.perf_counter()
                 try:
@@ -113,20 +112,25 @@ def run_clients(
     }
 
 
-def child_load(base_url: str, starts_file: str, pids: str, phases: str) -> None:
+def child_load(
+    base_url: str, starts_file: str, pids: str, phases: str, alternatives: str = "3"
+) -> None:
     """Run the phases named in `phases` (warmup, baseline:SECONDS, load:CLIENTS:SECONDS)."""
     starts = json.loads(Path(starts_file).read_text())
     server_pids = [int(pid) for pid in pids.split(",")]
+    count = int(alternatives)
     results = {}
     for phase in phases.split(","):
         kind, *values = phase.split(":")
         if kind == "warmup":
-            results[kind] = run_clients(base_url, starts, 8, 0, server_pids, each_once=True)
+            results[kind] = run_clients(
+                base_url, starts, 8, 0, server_pids, count, each_once=True
+            )
         elif kind == "baseline":
-            results[kind] = run_clients(base_url, starts, 1, float(values[0]), server_pids)
+            results[kind] = run_clients(base_url, starts, 1, float(values[0]), server_pids, count)
         else:
             results[kind] = run_clients(
-                base_url, starts, int(values[0]), float(values[1]), server_pids
+                base_url, starts, int(values[0]), float(values[1]), server_pids, count
             )
     print(json.dumps(results))
 
@@ -146,10 +150,19 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--starts", type=int, default=200, help="distinct random starts (default 200)"
     )
+    parser.add_argument(
+        "--alternatives", type=int, default=3, help="loops asked for per request (default 3)"
+    )
+    parser.add_argument(
+        "--result-cache", type=int, default=None, metavar="ENTRIES",
+        help="PERFECT10K_RESULT_CACHE_ENTRIES of the server; 0 makes every request plan "
+        "again (default: the server's default)",
+    )
 
 
 def _run_load_generator(
-    server: common.LiveServer, starts_file: Path, phases: str, timeout_s: float
+    server: common.LiveServer, starts_file: Path, phases: str, timeout_s: float,
+    alternatives: int,
 ) -> tuple[dict, int]:
     """Run the load generator; also return how many worker processes were replaced meanwhile.
 
@@ -160,7 +173,7 @@ def _run_load_generator(
     child = common.run_measured(
         common.python_child(
             SCRIPT, "--child", server.base_url, str(starts_file), ",".join(map(str, before)),
-            phases,
+            phases, str(alternatives),
         ),
         timeout_s=timeout_s,
     )
@@ -178,7 +191,7 @@ def main() -> None:
         "rate": metric(f"{args.clients} clients: loop requests per second", "req/s",
                        bar=(">=", 100.0)),
         "loops": metric(f"{args.clients} clients: loops returned per second", "loops/s",
-                        note=f"up to {ALTERNATIVES} per request"),
+                        note=f"up to {args.alternatives} per request"),
         "errors": metric(f"{args.clients} clients: errors", "count", bar=("<=", 0.0)),
         "p50": metric(f"{args.clients} clients: latency p50", "ms"),
         "p90": metric(f"{args.clients} clients: latency p90", "ms"),
@@ -217,9 +230,18 @@ def main() -> None:
         starts_file = data_dir / "starts.json"
         starts_file.write_text(json.dumps(starts))
 
-        with common.running_server(data_dir, workers=args.workers) as server:
+        server_env = {}
+        if args.result_cache is not None:
+            server_env["PERFECT10K_RESULT_CACHE_ENTRIES"] = str(args.result_cache)
+        with common.running_server(data_dir, workers=args.workers, **server_env) as server:
             print(f"serving pids: {common.serving_pids(server)}")
-            warm, replaced = _run_load_generator(server, starts_file, "warmup", 900)
+            print(
+                f"{args.alternatives} alternatives per request, result cache "
+                f"{server_env.get('PERFECT10K_RESULT_CACHE_ENTRIES', 'server default')}"
+            )
+            warm, replaced = _run_load_generator(
+                server, starts_file, "warmup", 900, args.alternatives
+            )
             warm = warm["warmup"]
             print(
                 f"warm-up: {warm['ok']} of {len(starts)} starts answered 200 in "
@@ -234,7 +256,8 @@ def main() -> None:
             for repetition in range(args.repeat):
                 phases = f"baseline:{args.baseline_duration},load:{args.clients}:{args.duration}"
                 result, replaced = _run_load_generator(
-                    server, starts_file, phases, args.duration + args.baseline_duration + 300
+                    server, starts_file, phases, args.duration + args.baseline_duration + 300,
+                    args.alternatives,
                 )
                 m["replaced"].add(replaced)
                 one, load = result["baseline"], result["load"]

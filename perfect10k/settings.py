@@ -55,6 +55,7 @@ class Settings:
     dagster_embedded: bool
     max_pending_jobs: int
     graph_cache_mb: int
+    result_cache_entries: int
     max_body_bytes: int
     rate_limit_per_minute: int
     cors_origins: tuple[str, ...]
@@ -88,6 +89,7 @@ def load_settings() -> Settings:
         dagster_embedded=_env_bool("PERFECT10K_DAGSTER_EMBEDDED", True),
         max_pending_jobs=_env_int("PERFECT10K_MAX_PENDING_JOBS", 8),
         graph_cache_mb=_env_int("PERFECT10K_GRAPH_CACHE_MB", 200),
+        result_cache_entries=_env_int("PERFECT10K_RESULT_CACHE_ENTRIES", 256),
         max_body_bytes=_env_int("PERFECT10K_MAX_BODY_BYTES", 64 * 1024),
         rate_limit_per_minute=_env_int("PERFECT10K_RATE_LIMIT_PER_MINUTE", 600),
         cors_origins=tuple(origin.strip() for origin in cors.split(",") if origin.strip()),

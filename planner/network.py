@@ -269,7 +269,12 @@ class Network:
     def _build_around(self, node: int, radius_m: float) -> Network:
         inside = np.hypot(self.x - self.x[node], self.y - self.y[node]) <= radius_m
         edges = np.flatnonzero(inside[self.edge_u] & inside[self.edge_v])
-        nodes = np.unique(np.concatenate([self.edge_u[edges], self.edge_v[edges], [node]]))
+        # A mask gives the same sorted unique nodes as np.unique, without sorting.
+        touched = np.zeros(self.node_count, dtype=bool)
+        touched[self.edge_u[edges]] = True
+        touched[self.edge_v[edges]] = True
+        touched[node] = True
+        nodes = np.flatnonzero(touched)
         remap = np.full(self.node_count, -1, dtype=np.int32)
         remap[nodes] = np.arange(nodes.shape[0], dtype=np.int32)
         edge_u = remap[self.edge_u[edges]]
@@ -288,9 +293,17 @@ class Network:
         kept[edges] = True
         edge_remap = np.full(self.edge_count, -1, dtype=np.int32)
         edge_remap[edges] = np.arange(edges.shape[0], dtype=np.int32)
-        csr, csr_edge = _sub_csr(self.csr, self.csr_edge, kept, remap, edge_remap, count)
+        csr, csr_edge = _sub_csr(
+            self.csr, self.csr_edge, self.entry_rows(False), kept, remap, edge_remap, count
+        )
         csr_reverse, csr_reverse_edge = _sub_csr(
-            self.csr_reverse, self.csr_reverse_edge, kept, remap, edge_remap, count
+            self.csr_reverse,
+            self.csr_reverse_edge,
+            self.entry_rows(True),
+            kept,
+            remap,
+            edge_remap,
+            count,
         )
         return Network(
             node_ids=self.node_ids[nodes],
@@ -327,6 +340,16 @@ class Network:
             parent_nodes=nodes,
             parent_edges=edges,
         )
+
+    def entry_rows(self, reverse: bool) -> np.ndarray:
+        """Return the row of every entry of `csr` (or `csr_reverse`), cached per network."""
+
+        def build() -> np.ndarray:
+            matrix = self.csr_reverse if reverse else self.csr
+            counts = np.diff(matrix.indptr)
+            return np.repeat(np.arange(matrix.shape[0], dtype=np.int32), counts)
+
+        return self.cache.get_or_build(("entry_rows", reverse), build)
 
     def feature(self, name: str) -> np.ndarray:
         return self.features[:, FEATURE_NAMES.index(name)]
@@ -507,6 +530,7 @@ def _directed_csr(
 def _sub_csr(
     matrix: csr_matrix,
     entry_edge: np.ndarray,
+    entry_rows: np.ndarray,
     kept: np.ndarray,
     node_remap: np.ndarray,
     edge_remap: np.ndarray,
@@ -514,18 +538,15 @@ def _sub_csr(
 ) -> tuple[csr_matrix, np.ndarray]:
     """Return the entries of a CSR adjacency whose edge is kept, renumbered.
 
-    Kept nodes keep their relative order, so rows stay sorted and no sort is needed.
+    `entry_rows` is the row of every entry. Kept nodes keep their relative order, so rows
+    stay sorted and no sort is needed.
     """
-    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int32), np.diff(matrix.indptr))
-    keep = kept[entry_edge]
-    rows = node_remap[rows[keep]]
+    keep = np.flatnonzero(kept[entry_edge])
+    rows = node_remap[entry_rows[keep]]
     cols = node_remap[matrix.indices[keep]]
     indptr = np.zeros(count + 1, dtype=np.int32)
     np.cumsum(np.bincount(rows, minlength=count), out=indptr[1:])
-    sub = csr_matrix((count, count))
-    sub.data = matrix.data[keep]
-    sub.indices = cols.astype(np.int32)
-    sub.indptr = indptr
+    sub = csr_matrix((matrix.data[keep], cols, indptr), shape=(count, count), copy=False)
     return sub, edge_remap[entry_edge[keep]]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
@@ -56,12 +58,10 @@ def cost_matrix(
     base = network.csr_reverse if reverse else network.csr
     entry_edge = network.csr_reverse_edge if reverse else network.csr_edge
     weights = costs if edge_factor is None else costs * edge_factor
-    data = weights[entry_edge]
-    matrix = csr_matrix((base.shape[0], base.shape[1]))
-    # Reusing indices/indptr skips scipy's format checks, which cost more than the search.
-    matrix.data = data
-    matrix.indices = base.indices
-    matrix.indptr = base.indptr
+    # A shallow copy shares indices and indptr with `base` and skips the constructor's
+    # checks, which cost more than the gather. Only the copy gets the new data array.
+    matrix = copy.copy(base)
+    matrix.data = weights[entry_edge]
     return matrix
 
 
@@ -73,16 +73,29 @@ def shortest_tree(matrix: csr_matrix, source: int, limit: float) -> tuple[np.nda
     return costs, predecessors
 
 
-def entry_keys(network: Network, reverse: bool) -> np.ndarray:
-    """Return row * n + column of every CSR entry, sorted, to find entries by node pair."""
-    key = ("entry_keys", reverse)
-    keys = network.cache.get(key)
-    if keys is None:
-        matrix = network.csr_reverse if reverse else network.csr
-        rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-        keys = rows * matrix.shape[0] + matrix.indices.astype(np.int64)
-        network.cache[key] = keys
-    return keys
+def pair_entries(matrix: csr_matrix, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Return the CSR entry of each (source, target) node pair.
+
+    The scan starts at each source's row and moves one entry per pass, only for the pairs
+    not found yet. Rows hold a few entries each, so this takes a few vectorised passes and
+    needs no index of all pairs. A scan for a missing pair runs past its row, so the check
+    at the end, or the end of the array, raises ValueError naming the first such pair.
+    """
+    position = matrix.indptr[sources].astype(np.int64)
+    indices = matrix.indices
+    try:
+        remaining = np.flatnonzero(indices[position] != targets)
+        while remaining.size:
+            position[remaining] += 1
+            remaining = remaining[indices[position[remaining]] != targets[remaining]]
+    except IndexError:
+        position = np.minimum(position, indices.shape[0])
+    outside = np.flatnonzero(position >= matrix.indptr[sources + 1])
+    if outside.size:
+        raise ValueError(
+            f"no edge from node {int(sources[outside[0]])} to node {int(targets[outside[0]])}"
+        )
+    return position
 
 
 def tree_edges(
@@ -93,11 +106,9 @@ def tree_edges(
     The CSR keeps one edge per node pair, the one Dijkstra relaxed, so the pair identifies
     it. `reverse` trees come from the transposed matrix (paths walked towards the root).
     """
-    keys = entry_keys(network, reverse)
-    wanted = predecessors[nodes].astype(np.int64) * network.node_count + nodes
-    entries = np.searchsorted(keys, wanted)
+    matrix = network.csr_reverse if reverse else network.csr
     entry_edge = network.csr_reverse_edge if reverse else network.csr_edge
-    return entry_edge[entries]
+    return entry_edge[pair_entries(matrix, predecessors[nodes], nodes)]
 
 
 def tree_sums(
@@ -113,6 +124,7 @@ def tree_sums(
     vectorised passes instead of one Python step per node.
     """
     count = reached.shape[0]
+    width = values.shape[1]
     position = np.full(network.node_count, -1, dtype=np.int64)
     position[reached] = np.arange(count)
     parent_nodes = predecessors[reached]
@@ -120,28 +132,39 @@ def tree_sums(
     parent = np.full(count, -1, dtype=np.int64)
     parent[has_parent] = position[parent_nodes[has_parent]]
 
-    sums = np.zeros((count, values.shape[1]), dtype=np.float64)
+    # Two columns travel as one complex number, so each pass gathers and adds once.
+    # Complex addition adds the real and imaginary parts on their own, so the sums are
+    # the same floats as column by column.
+    if width == 2:
+        packed = np.ascontiguousarray(values, dtype=np.float64).view(np.complex128).T
+    else:
+        packed = values.T
+    sums = np.zeros((packed.shape[0], count), dtype=np.complex128 if width == 2 else np.float64)
     child = reached[has_parent]
-    sums[has_parent] = values[tree_edges(network, predecessors, child, reverse)]
+    sums[:, has_parent] = packed[:, tree_edges(network, predecessors, child, reverse)]
 
     active = np.flatnonzero(parent >= 0)
     while active.size:
         up = parent[active]
-        sums[active] += sums[up]
-        parent[active] = parent[up]
-        active = active[parent[active] >= 0]
-    return sums
+        for column in sums:
+            column[active] += column[up]
+        up_parent = parent[up]
+        parent[active] = up_parent
+        active = active[up_parent >= 0]
+    if width == 2:
+        return sums[0].view(np.float64).reshape(count, 2)
+    return sums.T
 
 
 def tree_path(predecessors: np.ndarray, node: int) -> list[int]:
     """Return the nodes from the tree root to `node` (root first)."""
     path = [node]
-    current = node
-    while True:
-        current = int(predecessors[current])
-        if current < 0:
-            break
+    # ndarray.item returns a Python int, faster than indexing and int() per step.
+    item = predecessors.item
+    current = item(node)
+    while current >= 0:
         path.append(current)
+        current = item(current)
     path.reverse()
     return path
 
@@ -150,8 +173,5 @@ def path_edges(network: Network, nodes: list[int]) -> list[int]:
     """Return the edge index between each pair of consecutive nodes of a forward walk."""
     if len(nodes) < 2:
         return []
-    array = np.asarray(nodes, dtype=np.int64)
-    keys = entry_keys(network, reverse=False)
-    wanted = array[:-1] * network.node_count + array[1:]
-    entries = np.searchsorted(keys, wanted)
-    return network.csr_edge[entries].tolist()
+    array = np.array(nodes, dtype=np.int64)
+    return network.csr_edge[pair_entries(network.csr, array[:-1], array[1:])].tolist()

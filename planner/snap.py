@@ -8,10 +8,14 @@ import numpy as np
 import shapely
 
 from planner.errors import StartNotFound
-from planner.network import Network, project
+from planner.network import BoundedCache, Network, project
 
 # Candidate edges examined per snap, nearest first.
 SNAP_CANDIDATES = 32
+
+# Snapped starts remembered per network, so a caller that snaps before planning does not
+# make the planner snap the same start again.
+SNAP_ENTRIES = 64
 
 # Water a straight line from the start to its vertex may cross, in metres, so that a path
 # drawn slightly inside a riverbank polygon still counts as on land.
@@ -40,8 +44,20 @@ def snap_start(
     metres of ways, and the straight line from the start to its nearest point crosses no
     water (polygons, waterway lines or coastline). `distance_m` is the straight-line
     distance to the chosen vertex. Raises StartNotFound naming the distance to the nearest
-    walkable way.
+    walkable way. Results are remembered per network, failures are not.
     """
+    key = (float(lat), float(lon), float(max_distance_m), float(min_component_m))
+    snaps = network.cache.get_or_build("snaps", lambda: BoundedCache(SNAP_ENTRIES))
+    snapped = snaps.get(key)
+    if snapped is None:
+        snapped = _snap(network, lat, lon, max_distance_m, min_component_m)
+        snaps[key] = snapped
+    return snapped
+
+
+def _snap(
+    network: Network, lat: float, lon: float, max_distance_m: float, min_component_m: float
+) -> SnappedStart:
     if network.kdtree is None:
         raise StartNotFound("No walkable way is loaded around the start.")
     x, y = project(lat, lon, network.lat0, network.lon0)

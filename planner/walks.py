@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import msgspec
 import numpy as np
 
@@ -24,6 +26,10 @@ def trim_spurs(nodes: list[int], edges: list[int]) -> tuple[list[int], list[int]
 
     The first and last edge are never paired, so the stem of a start in a cul-de-sac stays.
     """
+    # The first cut needs a node equal to the node two steps later, which most walks lack.
+    # map() compares in C, several times faster than the loop below.
+    if len(nodes) == len(edges) + 1 and not any(map(operator.eq, nodes, nodes[2:])):
+        return list(nodes), list(edges)
     kept_nodes = [nodes[0]]
     kept_edges: list[int] = []
     for edge, node in zip(edges, nodes[1:]):
@@ -49,6 +55,9 @@ def retrace_length(network: Network, edges: list[int], closed: bool = True) -> f
     """Return the length walked more than once, minus the stem of a closed walk."""
     if not edges:
         return 0.0
+    # Without a repeated edge nothing is walked twice and a closed walk has no stem.
+    if len(set(edges)) == len(edges):
+        return 0.0
     unique, counts = np.unique(np.asarray(edges, dtype=np.int64), return_counts=True)
     repeated = float((network.length[unique] * (counts - 1)).sum())
     if closed:
@@ -63,26 +72,45 @@ def walk_coordinates(
     if not edges:
         node = nodes[0]
         return [(float(network.lon[node]), float(network.lat[node]))]
-    points: list[tuple[float, float]] = []
-    for edge, node in zip(edges, nodes[:-1]):
-        part = network.edge_coordinates(edge, forward=bool(network.edge_u[edge] == node))
-        points.extend(part if not points else part[1:])
-    return points
+    count = min(len(edges), len(nodes) - 1)
+    if count <= 0:
+        return []
+    edge_array = np.array(edges[:count], dtype=np.int64)
+    forward = network.edge_u[edge_array] == np.array(nodes[:count], dtype=np.int64)
+    starts = network.geom_offsets[edge_array]
+    sizes = network.geom_offsets[edge_array + 1] - starts
+    # Point t of an edge in walking direction: start + t forward, stop - 1 - t backward.
+    # Every edge after the first drops its first point, which the previous edge ends on.
+    step = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    first = np.repeat(np.where(forward, starts, starts + sizes - 1), sizes)
+    points = first + np.repeat(np.where(forward, 1, -1), sizes) * step
+    points = points[(step > 0) | (np.arange(points.shape[0]) < sizes[0])]
+    return list(zip(network.geom_lon[points].tolist(), network.geom_lat[points].tolist()))
 
 
 def walk_segments(network: Network, edges: list[int]) -> list[Segment]:
-    water = network.feature("water")
-    green = np.maximum(network.feature("green"), network.feature("park"))
+    index = np.array(edges, dtype=np.int64)
+    water = network.feature("water")[index]
+    green = np.maximum(network.feature("green")[index], network.feature("park")[index])
+    highway_codes = network.highway_codes[index].tolist()
+    surface_codes = network.surface_codes[index].tolist()
     return [
         Segment(
-            edge_id=int(network.edge_ids[edge]),
-            length_m=round(float(network.length[edge]), 1),
-            highway=network.highway_names[network.highway_codes[edge]],
-            surface=network.surface_names[network.surface_codes[edge]],
-            green=round(float(green[edge]), 3),
-            water=round(float(water[edge]), 3),
+            edge_id=edge_id,
+            length_m=round(length, 1),
+            highway=network.highway_names[highway],
+            surface=network.surface_names[surface],
+            green=round(green_value, 3),
+            water=round(water_value, 3),
         )
-        for edge in edges
+        for edge_id, length, highway, surface, green_value, water_value in zip(
+            network.edge_ids[index].tolist(),
+            network.length[index].tolist(),
+            highway_codes,
+            surface_codes,
+            green.tolist(),
+            water.tolist(),
+        )
     ]
 
 

@@ -7,10 +7,12 @@ import json
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
 
 import planner
 from perfect10k.settings import Settings
@@ -25,6 +27,7 @@ from pipelines.tags import (
     RANGE_START_TAG,
     REQUEST_PRIORITY,
 )
+from planner.network import BoundedCache
 from planner.walks import walk_coordinates
 from serving import schemas
 from serving.dagster_client import DagsterClient, DagsterUnavailable
@@ -43,6 +46,13 @@ JOB_TIMEOUT_S = 300.0
 STEP_LENGTH_M = 0.8
 # Network loads tried per request when corrupt files keep turning up.
 MAX_LOAD_ATTEMPTS = 3
+# Decimals of response coordinates (1e-6 degrees is at most 0.11 m).
+COORDINATE_DIGITS = 6
+# The planner snaps a loop's start with this share of the target as the smallest network
+# component it accepts. The cache of loop results keys on the same snapped vertex.
+# NOTE: this repeats the share inside plan_loops. If the two differ, results whose start
+# differs from the key's vertex are planned but never cached.
+LOOP_MIN_COMPONENT_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,36 @@ def _partial_coordinates(
     nodes = [network.node_index(node_id) for node_id in state.node_ids]
     edges = [network.edge_index(edge_id) for edge_id in state.edge_ids]
     return walk_coordinates(network, nodes, edges)
+
+
+def round_coordinates(coordinates: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Round (lon, lat) pairs to COORDINATE_DIGITS decimals, to the same floats as round().
+
+    np.rint of the scaled value picks the same integer as round() unless the scaled value
+    lies within float error of a half, and those few values go through round() itself.
+    Dividing the integer by the power of ten then gives the float nearest to the decimal,
+    which is what round() returns.
+    """
+    if not coordinates:
+        return []
+    values = np.array(coordinates, dtype=np.float64)
+    scale = 10.0**COORDINATE_DIGITS
+    scaled = values * scale
+    rounded = (np.rint(scaled) / scale).tolist()
+    near_half = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6
+    for row, column in zip(*np.nonzero(near_half)):
+        rounded[row][column] = round(float(values[row, column]), COORDINATE_DIGITS)
+    return [(lon, lat) for lon, lat in rounded]
+
+
+@dataclass(frozen=True)
+class CachedLoops:
+    """Loop views planned once, for later requests that snap to the same start vertex."""
+
+    network: weakref.ref
+    views: bytes
+    snapped_lon: float
+    snapped_lat: float
 
 
 def preference_view(text: str, preference: planner.Preference) -> schemas.PreferenceView:
@@ -105,6 +145,13 @@ class RouteService:
         self.requests_cached = 0
         self.requests_async = 0
         self._counter_lock = threading.Lock()
+        # Encoded loop views per network, start vertex, target, preference, alternatives
+        # and seed: everything that decides the loops. None when turned off.
+        self.loop_results = (
+            BoundedCache(settings.result_cache_entries)
+            if settings.result_cache_entries > 0
+            else None
+        )
 
     def _count_request(self, cached: bool) -> None:
         with self._counter_lock:
@@ -216,37 +263,95 @@ class RouteService:
         self, area: Area, network: planner.Network, params: dict[str, Any]
     ) -> schemas.LoopsResponse:
         preference = planner.parse_preference(params["preference"])
-        loops = planner.plan_loops(
-            network,
-            params["lat"],
-            params["lon"],
-            params["target_distance"],
-            preference,
-            seed=params["seed"],
-            alternatives=params["alternatives"],
-        )
-        views = [self._loop_view(loop) for loop in loops]
-        first = loops[0]
-        snapped_lon, snapped_lat = first.coordinates[0]
+        target = params["target_distance"]
+        key, snapped = self._loop_key(network, params, preference)
+        cached = self.loop_results.get(key) if key is not None else None
+        if cached is not None and cached.network() is not network:
+            cached = None
+        if cached is None:
+            loops = planner.plan_loops(
+                network,
+                params["lat"],
+                params["lon"],
+                target,
+                preference,
+                seed=params["seed"],
+                alternatives=params["alternatives"],
+            )
+            views = self._loop_views(loops)
+            snapped_lon, snapped_lat = loops[0].coordinates[0]
+            snap_distance_m = loops[0].snap_distance_m
+            # Only a result from the vertex that was snapped for the key may be reused.
+            if snapped is not None and loops[0].node_ids[0] == snapped.node_id:
+                self.loop_results[key] = CachedLoops(
+                    weakref.ref(network), msgspec.json.encode(views), snapped_lon, snapped_lat
+                )
+        else:
+            views = msgspec.json.decode(cached.views, type=list[schemas.LoopView])
+            snapped_lon, snapped_lat = cached.snapped_lon, cached.snapped_lat
+            snap_distance_m = snapped.distance_m
         return schemas.LoopsResponse(
             response_type="cached",
             region=area.region,
-            target_distance=params["target_distance"],
+            target_distance=target,
             preference=preference_view(params["preference"], preference),
             start=schemas.StartView(
                 lat=params["lat"],
                 lon=params["lon"],
                 snapped_lat=snapped_lat,
                 snapped_lon=snapped_lon,
-                snap_distance_m=round(first.snap_distance_m, 1),
+                snap_distance_m=round(snap_distance_m, 1),
             ),
             loops=views,
         )
 
-    def _loop_view(self, loop: planner.Loop) -> schemas.LoopView:
-        coordinates = [(round(lon, 6), round(lat, 6)) for lon, lat in loop.coordinates]
-        record = {"coordinates": coordinates, "distance_m": loop.distance_m, "kind": "loop"}
-        loop_id = self.state.add_loop(record)
+    def _loop_key(
+        self, network: planner.Network, params: dict[str, Any], preference: planner.Preference
+    ) -> tuple[tuple | None, planner.SnappedStart | None]:
+        """Return the result cache key of a loop request and its snapped start.
+
+        Returns (None, None) when the cache is off or the start does not snap, and then the
+        planner raises its own error.
+        """
+        if self.loop_results is None:
+            return None, None
+        target = params["target_distance"]
+        try:
+            snapped = planner.snap_start(
+                network,
+                params["lat"],
+                params["lon"],
+                min_component_m=LOOP_MIN_COMPONENT_SHARE * target,
+            )
+        except planner.PlannerError:
+            return None, None
+        key = (
+            id(network),
+            snapped.node,
+            target,
+            preference.key,
+            params["alternatives"],
+            params["seed"],
+        )
+        return key, snapped
+
+    def _loop_views(self, loops: list[planner.Loop]) -> list[schemas.LoopView]:
+        """Build the response view of each loop and store the loops for GPX export."""
+        tracks = [round_coordinates(loop.coordinates) for loop in loops]
+        records = [
+            {"coordinates": coordinates, "distance_m": loop.distance_m, "kind": "loop"}
+            for loop, coordinates in zip(loops, tracks, strict=True)
+        ]
+        loop_ids = self.state.add_loops(records)
+        return [
+            self._loop_view(loop, loop_id, coordinates)
+            for loop, loop_id, coordinates in zip(loops, loop_ids, tracks, strict=True)
+        ]
+
+    @staticmethod
+    def _loop_view(
+        loop: planner.Loop, loop_id: str, coordinates: list[tuple[float, float]]
+    ) -> schemas.LoopView:
         return schemas.LoopView(
             loop_id=loop_id,
             distance_m=round(loop.distance_m, 1),

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -176,12 +178,23 @@ class StateStore:
     # Loops
 
     def add_loop(self, loop: dict[str, Any]) -> str:
-        loop_id = new_id("loop")
-        self._connect().execute(
-            "INSERT INTO loops (loop_id, loop, created_at) VALUES (?, ?, ?)",
-            (loop_id, json.dumps(loop), time.time()),
-        )
-        return loop_id
+        return self.add_loops([loop])[0]
+
+    def add_loops(self, loops: list[dict[str, Any]]) -> list[str]:
+        """Store loops in one transaction and return their ids in the same order."""
+        now = time.time()
+        rows = [(new_id("loop"), msgspec.json.encode(loop).decode(), now) for loop in loops]
+        connection = self._connect()
+        connection.execute("BEGIN")
+        try:
+            connection.executemany(
+                "INSERT INTO loops (loop_id, loop, created_at) VALUES (?, ?, ?)", rows
+            )
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return [row[0] for row in rows]
 
     def loop(self, loop_id: str) -> dict[str, Any] | None:
         row = self._connect().execute(

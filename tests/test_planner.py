@@ -26,7 +26,8 @@ from planner import (
     start_route,
     suggest_candidates,
 )
-from planner.walks import edge_jaccard
+from planner.routing import path_edges
+from planner.walks import edge_jaccard, trim_spurs, walk_coordinates
 from warehouse.schema import CELL_AREAS, CELL_EDGE_FEATURES, REGION_EDGES, REGION_NODES
 
 EXTRACTS = Path(__file__).resolve().parents[1].parent / "shared" / "osm"
@@ -208,6 +209,90 @@ def test_network_oneway_direction_in_csr() -> None:
     assert network.csr[two, one] == 0
     assert network.csr[three, two] > 0
     assert network.csr[two, three] == 0
+
+
+def test_path_edges_follow_walk_direction() -> None:
+    builder = TableBuilder()
+    builder.node(1, 0.0, 0.0)
+    builder.node(2, 100.0, 0.0)
+    builder.node(3, 200.0, 0.0)
+    first = builder.edge(1, 2)
+    second = builder.edge(2, 3)
+    network = builder.network()
+    one, two, three = (network.node_index(node_id) for node_id in (1, 2, 3))
+    edges = path_edges(network, [one, two, three, two])
+    assert network.edge_ids[edges].tolist() == [first, second, second]
+
+
+def test_path_edges_reject_unjoined_nodes() -> None:
+    builder = TableBuilder()
+    builder.node(1, 0.0, 0.0)
+    builder.node(2, 100.0, 0.0)
+    builder.node(3, 200.0, 0.0)
+    builder.node(4, 300.0, 0.0)
+    builder.edge(1, 2)
+    builder.edge(2, 3, oneway=1)
+    builder.edge(3, 4)
+    network = builder.network()
+    one, two, three, four = (network.node_index(node_id) for node_id in (1, 2, 3, 4))
+    with pytest.raises(ValueError, match="no edge"):
+        path_edges(network, [one, three])
+    with pytest.raises(ValueError, match="no edge"):
+        path_edges(network, [three, two])
+    # The last node's row ends the CSR arrays, so a scan past it must not read beyond them.
+    with pytest.raises(ValueError, match="no edge"):
+        path_edges(network, [four, two])
+
+
+@pytest.mark.parametrize(
+    ("nodes", "edges", "kept_nodes", "kept_edges"),
+    [
+        ([1, 2, 3, 4], [10, 11, 12], [1, 2, 3, 4], [10, 11, 12]),
+        ([1, 2, 3, 2, 4], [10, 11, 11, 13], [1, 2, 4], [10, 13]),
+        ([1, 2, 3, 4, 3, 2, 5], [10, 11, 12, 12, 11, 14], [1, 2, 5], [10, 14]),
+        # A node two steps later on another edge is no out-and-back.
+        ([1, 2, 1, 3], [10, 11, 12], [1, 2, 1, 3], [10, 11, 12]),
+    ],
+)
+def test_trim_spurs_cases(nodes: list, edges: list, kept_nodes: list, kept_edges: list) -> None:
+    trimmed_nodes, trimmed_edges = trim_spurs(nodes, edges)
+    assert trimmed_nodes == kept_nodes
+    assert trimmed_edges == kept_edges
+    assert trimmed_nodes is not nodes
+
+
+def test_walk_coordinates_join_edges_in_walk_order() -> None:
+    builder = TableBuilder()
+    builder.node(1, 0.0, 0.0)
+    builder.node(2, 100.0, 0.0)
+    builder.node(3, 100.0, 100.0)
+    builder.edge(1, 2)
+    builder.edge(3, 2)
+    network = builder.network()
+    one, two, three = (network.node_index(node_id) for node_id in (1, 2, 3))
+    forward = network.edge_index(builder.edges[0]["edge_id"])
+    backward = network.edge_index(builder.edges[1]["edge_id"])
+    coordinates = walk_coordinates(network, [one, two, three], [forward, backward])
+    expected = [
+        network.edge_coordinates(forward, forward=True)[0],
+        *network.edge_coordinates(backward, forward=True)[::-1],
+    ]
+    assert coordinates == expected
+    assert coordinates[0] == (float(network.lon[one]), float(network.lat[one]))
+    assert coordinates[-1] == (float(network.lon[three]), float(network.lat[three]))
+    assert walk_coordinates(network, [two], []) == [
+        (float(network.lon[two]), float(network.lat[two]))
+    ]
+
+
+def test_repeated_snap_returns_same_start(grid_network: Network) -> None:
+    first = snap_start(grid_network, *GRID_CENTRE)
+    again = snap_start(grid_network, *GRID_CENTRE)
+    assert again == first
+    with pytest.raises(StartNotFound):
+        snap_start(grid_network, GRID_CENTRE[0] + 1.0, GRID_CENTRE[1])
+    with pytest.raises(StartNotFound):
+        snap_start(grid_network, GRID_CENTRE[0] + 1.0, GRID_CENTRE[1])
 
 
 # Preferences

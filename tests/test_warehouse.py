@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from serving.dagster_client import DagsterClient
 from serving.errors import ServiceUnavailable
 from serving.networks import NetworkCache
 from serving.schemas import LoopRequest
-from serving.service import RouteService
+from serving.service import RouteService, round_coordinates
 from serving.state import StateStore
 from tests.conftest import MONACO, MONACO_START, free_port
 from warehouse import CorruptCellError, Warehouse
@@ -47,9 +48,11 @@ def swap_edges_for_nodes(warehouse: Warehouse, cell: str) -> Path:
     return files["edges"]
 
 
-def service_for(warehouse: Warehouse, tmp_path: Path) -> RouteService:
+def service_for(
+    warehouse: Warehouse, tmp_path: Path, result_cache_entries: int = 256
+) -> RouteService:
     """A route service over `warehouse` whose Dagster address has nothing listening."""
-    settings = load_settings()
+    settings = dataclasses.replace(load_settings(), result_cache_entries=result_cache_entries)
     dagster = DagsterClient(f"http://127.0.0.1:{free_port()}", timeout_s=2.0)
     cache = NetworkCache(warehouse, 200 * 1024 * 1024)
     return RouteService(settings, warehouse, cache, StateStore(tmp_path / "state"), dagster)
@@ -103,3 +106,62 @@ def test_corrupt_needed_cell_asks_for_a_rebuild(monaco_warehouse, tmp_path):
         service.loops(LoopRequest(lat=lat, lon=lon, target_distance=3000))
     assert raised.value.status_code == 503
     assert "cannot be built now" in raised.value.message
+
+
+def loop_ids(answer) -> list[str]:
+    return [loop.loop_id for loop in answer.loops]
+
+
+def test_repeated_loop_request_reuses_result(monaco_warehouse, tmp_path):
+    service = service_for(monaco_warehouse, tmp_path)
+    lat, lon = MONACO_START
+    request = LoopRequest(lat=lat, lon=lon, target_distance=3000, seed=4)
+    first = service.loops(request)
+    again = service.loops(request)
+    assert again == first
+    # A start a few metres away snaps to the same vertex and gets the same loops.
+    nearby = service.loops(LoopRequest(lat=lat + 0.00001, lon=lon, target_distance=3000, seed=4))
+    assert loop_ids(nearby) == loop_ids(first)
+    assert nearby.start.lat == lat + 0.00001
+    assert nearby.start.snapped_lat == first.start.snapped_lat
+    for loop_id in loop_ids(first):
+        assert service.state.loop(loop_id) is not None
+
+
+def test_loop_result_key_covers_request(monaco_warehouse, tmp_path):
+    service = service_for(monaco_warehouse, tmp_path)
+    lat, lon = MONACO_START
+    base = loop_ids(service.loops(LoopRequest(lat=lat, lon=lon, target_distance=3000, seed=4)))
+    changes = [
+        {"seed": 5},
+        {"target_distance": 3500},
+        {"preference": "parks and water"},
+        {"alternatives": 1},
+    ]
+    for change in changes:
+        fields = {"lat": lat, "lon": lon, "target_distance": 3000, "seed": 4, **change}
+        answer = service.loops(LoopRequest(**fields))
+        assert not set(loop_ids(answer)) & set(base), change
+
+
+def test_result_cache_off_plans_again(monaco_warehouse, tmp_path):
+    cached = service_for(monaco_warehouse, tmp_path / "cached")
+    uncached = service_for(monaco_warehouse, tmp_path / "uncached", result_cache_entries=0)
+    lat, lon = MONACO_START
+    request = LoopRequest(lat=lat, lon=lon, target_distance=3000, seed=4)
+    first = uncached.loops(request)
+    again = uncached.loops(request)
+    assert not set(loop_ids(first)) & set(loop_ids(again))
+    assert [loop.geometry for loop in again.loops] == [loop.geometry for loop in first.loops]
+    assert cached.loops(request).loops[0].geometry == first.loops[0].geometry
+
+
+@pytest.mark.parametrize(
+    "value",
+    [7.4250005, 7.4250015, -123.1234565, 43.7400005, 1.0000005, 0.5, 951 / 128, -951 / 128],
+)
+def test_round_coordinates_matches_round(value):
+    pairs = [(value, -value), (value + 1e-7, value - 1e-7)]
+    rounded = round_coordinates(pairs)
+    assert rounded == [(round(lon, 6), round(lat, 6)) for lon, lat in pairs]
+    assert all(isinstance(pair, tuple) for pair in rounded)
