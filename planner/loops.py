@@ -17,7 +17,7 @@ from planner.routing import (
     cost_matrix,
     edge_costs,
     edge_scores,
-    entry_keys,
+    pair_entries,
     path_edges,
     shortest_tree,
     tree_path,
@@ -419,10 +419,11 @@ def _walkable_back(network: Network, nodes: list[int]) -> bool:
     if len(nodes) < 2:
         return True
     back = np.asarray(nodes[::-1], dtype=np.int64)
-    keys = entry_keys(network, reverse=False)
-    pairs = back[:-1] * network.node_count + back[1:]
-    entries = np.minimum(np.searchsorted(keys, pairs), keys.shape[0] - 1)
-    return bool((keys[entries] == pairs).all())
+    try:
+        pair_entries(network.csr, back[:-1], back[1:])
+    except ValueError:
+        return False
+    return True
 
 
 class _LoopSearch:
