@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
 import math
@@ -19,13 +20,16 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import numpy as np
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -278,6 +282,73 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
         "p99": percentile(ms, 99),
         "max": max(ms) if ms else float("nan"),
     }
+
+
+
+@dataclass
+class LoadResult:
+    """Outcome of loop requests sent by concurrent clients."""
+
+    elapsed_s: float
+    latencies_s: list[float]
+    errors: Counter[str]
+    loops: int
+    answered: list[int]
+
+
+def post_loops_concurrently(
+    base_url: str,
+    starts: Sequence[Sequence[float]],
+    clients: int,
+    body: dict,
+    duration_s: float | None,
+    timeout_s: float = 60.0,
+) -> LoadResult:
+    """POST /api/loops from `clients` threads with keep-alive connections.
+
+    Each request takes the next (lat, lon) of `starts`, cycling, merged into `body`. With
+    `duration_s` None every start is requested once; otherwise clients stop at the deadline.
+    A transport error or any status other than 200 counts as an error, by name.
+    """
+    counter = itertools.count()
+    lock = threading.Lock()
+    result = LoadResult(0.0, [], Counter(), 0, [])
+    deadline = None if duration_s is None else time.perf_counter() + duration_s
+
+    def client_loop() -> None:
+        with httpx.Client(base_url=base_url, timeout=timeout_s) as client:
+            while True:
+                index = next(counter)
+                if deadline is None and index >= len(starts):
+                    return
+                if deadline is not None and time.perf_counter() >= deadline:
+                    return
+                lat, lon = starts[index % len(starts)]
+                started = time.perf_counter()
+                try:
+                    response = client.post("/api/loops", json={**body, "lat": lat, "lon": lon})
+                except httpx.HTTPError as error:
+                    with lock:
+                        result.errors[type(error).__name__] += 1
+                    continue
+                elapsed = time.perf_counter() - started
+                with lock:
+                    if response.status_code == 200:
+                        result.latencies_s.append(elapsed)
+                        result.answered.append(index % len(starts))
+                        # Counting keys avoids decoding every 100 kB body in this process.
+                        result.loops += response.content.count(b'"loop_id"')
+                    else:
+                        result.errors[f"HTTP {response.status_code}"] += 1
+
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result.elapsed_s = time.perf_counter() - started
+    return result
 
 
 # Child processes

@@ -206,47 +206,19 @@ def request_each_once(base_url: str, starts: list, clients: int) -> None:
 
 def warm_load(base_url: str, starts: list, clients: int, duration_s: float) -> dict:
     """Send loop requests from `clients` threads for `duration_s`; return counts and latency."""
-    lock = threading.Lock()
-    latencies: list[float] = []
-    errors: Counter[str] = Counter()
-    next_index = iter(range(10**9))
-    deadline = time.perf_counter() + duration_s
-
-    def client_loop() -> None:
-        with httpx.Client(base_url=base_url, timeout=120) as client:
-            while time.perf_counter() < deadline:
-                with lock:
-                    lat, lon = starts[next(next_index) % len(starts)]
-                body = {
-                    "lat": lat, "lon": lon, "target_distance": TARGET_M,
-                    "alternatives": ALTERNATIVES,
-                }
-                started = time.perf_counter()
-                try:
-                    response = client.post("/api/loops", json=body)
-                except httpx.HTTPError as error:
-                    with lock:
-                        errors[type(error).__name__] += 1
-                    continue
-                elapsed = time.perf_counter() - started
-                with lock:
-                    if response.status_code == 200:
-                        latencies.append(elapsed)
-                    else:
-                        errors[f"HTTP {response.status_code}"] += 1
-
-    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    load = common.post_loops_concurrently(
+        base_url,
+        starts,
+        clients,
+        {"target_distance": TARGET_M, "alternatives": ALTERNATIVES},
+        duration_s,
+        timeout_s=120,
+    )
     return {
-        "elapsed": elapsed,
-        "ok": len(latencies),
-        "errors": dict(errors),
-        "latency": common.latency_summary(latencies),
+        "elapsed": load.elapsed_s,
+        "ok": len(load.latencies_s),
+        "errors": dict(load.errors),
+        "latency": common.latency_summary(load.latencies_s),
     }
 
 
