@@ -66,6 +66,12 @@ FINALIZE_ERROR = 0.03
 # than this many steps.
 CLOSING_ZONE_STEPS = 1.5
 
+# Best-scored ends graded per step band, because grading walks the path to each.
+GRADE_CHECKS = 60
+
+# Score taken off a candidate from which no way back of the right length was found.
+UNSURE_RETURN_PENALTY = 0.15
+
 # Outside the closing step, candidates lie at least this many steps from the start.
 NEAR_START_STEPS = 0.25
 
@@ -238,18 +244,18 @@ def suggest_candidates(
                 offer = _Offer(tree, reached, length, retrace, shares, score, bearings, closing, [])
                 if fallback is None:
                     fallback = dataclasses.replace(
-                        offer, chosen=_spread(order, bearings, lambda position: 0)[0]
+                        offer, chosen=_spread(order, bearings, lambda position: 1)[0]
                     )
 
                 grade = functools.partial(_grade, returns, offer, remaining, tolerance)
-                offer.chosen, offer.level = _spread(order, bearings, grade)
+                offer.chosen, offer.levels = _spread(order[:GRADE_CHECKS], bearings, grade)
                 if offer.chosen and (found is None or offer.rank() < found.rank()):
                     found = offer
-                if found is not None and found.rank() == (0, False):
+                if found is not None and found.rank() == (0, 0, False):
                     break
             # Ends that only retrace (dead-end tips) or leave no way back of the right length
             # make longer steps worth a try.
-            if found is not None and found.rank() == (0, False):
+            if found is not None and found.rank() == (0, 0, False):
                 break
     if found is None and not state.waypoint_node_ids and fallback is not None:
         # No end keeps a way back of the right length (a start deep in a dead end), so the
@@ -268,6 +274,8 @@ def suggest_candidates(
         found.shares,
     )
     score, bearings, closing, chosen = found.score, found.bearings, found.closing, found.chosen
+    # Ends with no way back of the right length found rank below the others.
+    grades = dict(zip(chosen, found.levels or [0] * len(chosen)))
 
     candidates = []
     for rank, position in enumerate(chosen):
@@ -279,6 +287,7 @@ def suggest_candidates(
             for index, name in enumerate(FEATURE_NAMES)
         }
         features["retrace"] = round(float(retrace[position]), 3)
+        unsure = grades[position] > 0
         candidates.append(
             Candidate(
                 id=f"{len(state.waypoint_node_ids) + 1}-{rank + 1}-{network.node_ids[node]}",
@@ -287,9 +296,9 @@ def suggest_candidates(
                 lon=float(network.lon[node]),
                 distance_m=round(float(length[position]), 1),
                 bearing_deg=round(float(bearings[position]), 1),
-                score=round(float(score[position]), 3),
+                score=round(max(float(score[position]) - UNSURE_RETURN_PENALTY * unsure, 0.0), 3),
                 features=features,
-                reason=_reason(features, float(length[position]), closing),
+                reason=_reason(features, float(length[position]), closing, unsure),
                 path_node_ids=network.node_ids[path].tolist(),
                 path_edge_ids=network.edge_ids[edges].tolist(),
             )
@@ -604,11 +613,18 @@ class _Offer:
     bearings: np.ndarray
     closing: bool
     chosen: list[int]
-    level: int = 3
+    # Grade of each offered position (see _grade); one entry per position in `chosen`.
+    levels: list[int] = dataclasses.field(default_factory=list)
 
-    def rank(self) -> tuple[int, bool]:
-        """Lower is better: the grade of the offered ends, then whether all are dead ends."""
-        return self.level, bool((self.retrace[self.chosen] >= 0.5).all())
+    @property
+    def level(self) -> int:
+        return min(self.levels, default=3)
+
+    def rank(self) -> tuple[int, int, bool]:
+        """Lower is better: the best grade offered, how many ends fall short of it, then
+        whether all are dead ends."""
+        short = sum(level > self.level for level in self.levels)
+        return self.level, short, bool((self.retrace[self.chosen] >= 0.5).all())
 
 
 def _grade(
@@ -664,12 +680,19 @@ class _Returns:
         self.searches = 0
         self.max_searches = max(RETURN_CHECKS, RETURN_SEARCH_NODES // network.node_count)
         self.found: dict[int, tuple | None] = {}
+        self.shortest_known: dict[int, float] = {}
 
     def shortest(self, tree: np.ndarray, node: int, rest: float) -> float:
         """Return the length of the shortest way back from `node` (inf: none found).
 
         `rest` is the length the way back should have; much longer ways count as none.
         """
+        if node in self.shortest_known:
+            return self.shortest_known[node]
+        self.shortest_known[node] = self._shortest(tree, node, rest)
+        return self.shortest_known[node]
+
+    def _shortest(self, tree: np.ndarray, node: int, rest: float) -> float:
         network = self.network
         back_nodes = tree_path(self.back_tree, node)[::-1]
         if back_nodes[-1] != self.start:
@@ -736,13 +759,13 @@ class _Returns:
 
 def _spread(
     order: np.ndarray, bearings: np.ndarray, grade: Callable[[int], int]
-) -> tuple[list[int], int]:
-    """Pick the first positions of `order` of the best grade found, spread in direction.
+) -> tuple[list[int], list[int]]:
+    """Pick up to CANDIDATE_COUNT positions of `order`, best grade first, spread in direction.
 
-    `grade` rates a position from 0 (good) to 2 (usable), or 3 (not usable). Only the best
-    grade that any position reaches is offered, at least MIN_SEPARATION_DEG apart where
-    possible. Returns the positions and their grade. `grade` runs at most once per
-    position.
+    `grade` rates a position from 0 (good) to 2 (usable), or 3 (not usable). Positions of
+    the best grade found come first, at least MIN_SEPARATION_DEG apart where possible.
+    Positions of the next grades fill the offer up, but only grades 0 and 1 mix.
+    Returns the positions and their grades. `grade` runs at most once per position.
     """
     known: dict[int, int] = {}
 
@@ -751,8 +774,11 @@ def _spread(
             known[position] = grade(position)
         return known[position]
 
+    chosen: list[int] = []
+    levels: list[int] = []
     for level in (0, 1, 2):
-        chosen: list[int] = []
+        if levels and (levels[0] > 0 or level > 1):
+            break
         for separation in (MIN_SEPARATION_DEG, 40.0, 0.0):
             for position in order.tolist():
                 if position in chosen:
@@ -763,14 +789,13 @@ def _spread(
                 if check(position) != level:
                     continue
                 chosen.append(position)
+                levels.append(level)
                 if len(chosen) == CANDIDATE_COUNT:
-                    return chosen, level
-        if chosen:
-            return chosen, level
-    return [], 3
+                    return chosen, levels
+    return chosen, levels
 
 
-def _reason(features: dict[str, float], length: float, closing: bool) -> str:
+def _reason(features: dict[str, float], length: float, closing: bool, unsure: bool) -> str:
     green = max(features["green"], features["park"])
     if green > 0.5:
         parts = ["mostly through parks"]
@@ -789,4 +814,6 @@ def _reason(features: dict[str, float], length: float, closing: bool) -> str:
         parts.append("partly retraces your route")
     if closing:
         parts.append("then about the right distance back to the start")
+    elif unsure:
+        parts.append("the way back from there may not fit your distance")
     return ", ".join(parts)
