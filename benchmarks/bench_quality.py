@@ -198,13 +198,15 @@ def run_loops(network: Network, reference: OsmReference, outcome: Outcome, start
 
 
 def run_interactive(
-    network: Network, reference: OsmReference, outcome: Outcome, start: Start
+    network: Network, reference: OsmReference, outcome: Outcome, start: Start, pick: str
 ) -> None:
-    """Build a route step by step, always taking the best-scored candidate.
+    """Build a route step by step, taking the best-scored candidate or, with `pick`
+    "random", any offered candidate as a user might (drawn with the outcome's seed).
 
     The seed of each suggestion is the outcome's seed plus the waypoints added so far, as
     the server does it.
     """
+    choice = np.random.default_rng(outcome.seed)
 
     def action() -> None:
         state = start_route(network, start.lat, start.lon, outcome.target_m)
@@ -223,8 +225,11 @@ def run_interactive(
             if outcome.steps >= MAX_STEPS:
                 outcome.step_limit_hit = True
                 break
-            best = max(candidates, key=lambda candidate: candidate.score)
-            state = add_waypoint(network, state, best.id)
+            if pick == "random":
+                chosen = candidates[int(choice.integers(len(candidates)))]
+            else:
+                chosen = max(candidates, key=lambda candidate: candidate.score)
+            state = add_waypoint(network, state, chosen.id)
             outcome.steps += 1
         route = finalize(network, state)
         measured = reference.measure(route.coordinates)
@@ -281,6 +286,8 @@ def run_region(
     targets: Sequence[float],
     seed: int,
     interactive: bool,
+    loops: bool = True,
+    pick: str = "best",
 ) -> Results:
     began = time.perf_counter()
     reference = OsmReference.read(path)
@@ -314,8 +321,10 @@ def run_region(
             log.info("%s: %d of %d starts done", name, index, len(starts))
         for target in targets:
             request_seed = int(rng.integers(1, 1 << 30))
+            # Drawn whether or not loops run, so that every request keeps its seed.
+            seeds = [int(value) for value in rng.integers(1, 1 << 30, size=DIVERSITY_SEEDS - 1)]
             outcomes = {}
-            for preference in PREFERENCES:
+            for preference in PREFERENCES if loops else ():
                 outcome = Outcome(
                     name,
                     index,
@@ -329,10 +338,10 @@ def run_region(
                 run_loops(network, reference, outcome, start)
                 results.loops.append(outcome)
                 outcomes[preference] = outcome
-            seeds = [int(value) for value in rng.integers(1, 1 << 30, size=DIVERSITY_SEEDS - 1)]
-            results.diversity.append(
-                run_diversity(network, reference, outcomes[NEUTRAL], start, seeds)
-            )
+            if loops:
+                results.diversity.append(
+                    run_diversity(network, reference, outcomes[NEUTRAL], start, seeds)
+                )
             if interactive:
                 # One step-by-step route per start and target, the preference alternating
                 # by start, because each costs about as much as several loop requests.
@@ -347,7 +356,7 @@ def run_region(
                     preference,
                     request_seed,
                 )
-                run_interactive(network, reference, outcome, start)
+                run_interactive(network, reference, outcome, start, pick)
                 results.interactive.append(outcome)
     cycles: dict[int, float] = {}
     for outcome in results.loops + results.interactive:
@@ -585,17 +594,25 @@ ROWS = (
 )
 
 
+STEP_ROWS = tuple(row for row in ROWS if row.measure.startswith("step-by-step"))
+
+
 def _mark(cell: Cell) -> str:
     text, met = cell
     return f"{text} **✗**" if met is False else text
 
 
-def print_table(title: str, columns: dict[str, Results], verdict_column: str) -> None:
+def print_table(
+    title: str,
+    columns: dict[str, Results],
+    verdict_column: str,
+    rows: Sequence[Row] = ROWS,
+) -> None:
     """Print one Markdown table. A cell that misses its bar ends in ✗."""
     print(f"### {title}\n")
     print("| measure | bar | " + " | ".join(columns) + " | verdict |")
     print("|---|---|" + "---|" * len(columns) + "---|")
-    for row in ROWS:
+    for row in rows:
         cells = {name: row.cell(results) for name, results in columns.items()}
         judged = cells[verdict_column][1]
         verdict = {True: "meets", False: "MISSES", None: ""}[judged]
@@ -824,12 +841,25 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--no-interactive", action="store_true", help="skip the step-by-step routes"
     )
+    parser.add_argument(
+        "--only-interactive",
+        action="store_true",
+        help="run only the step-by-step routes (no complete loops)",
+    )
+    parser.add_argument(
+        "--pick",
+        choices=("best", "random"),
+        default="best",
+        help="candidate a step-by-step route takes: the best-scored or a random one",
+    )
     parser.add_argument("--worst", type=int, default=6, help="worst cases listed per kind")
     parser.add_argument("--json", type=Path, help="write every outcome to this JSON file")
     args = parser.parse_args()
 
     if args.starts is None:
         args.starts = 20 if args.quick else 100
+    if args.only_interactive and args.no_interactive:
+        parser.error("--only-interactive and --no-interactive exclude each other")
     if args.starts < 1:
         parser.error(f"--starts must be at least 1, got {args.starts}")
     for path in args.extract:
@@ -867,22 +897,32 @@ def main() -> int:
         flush=True,
     )
 
+    rows = STEP_ROWS if args.only_interactive else ROWS
     began = time.perf_counter()
     everything = Results()
     per_region: dict[str, Results] = {}
     for name, path in regions.items():
-        results = run_region(name, path, args.starts, targets, args.seed, not args.no_interactive)
+        results = run_region(
+            name,
+            path,
+            args.starts,
+            targets,
+            args.seed,
+            not args.no_interactive,
+            loops=not args.only_interactive,
+            pick=args.pick,
+        )
         per_region[name] = results
         everything.loops += results.loops
         everything.interactive += results.interactive
         everything.diversity += results.diversity
-        print_table(f"{name} ({path.name})", region_columns(results, targets), "all")
+        print_table(f"{name} ({path.name})", region_columns(results, targets), "all", rows)
         sys.stdout.flush()
 
     if len(per_region) > 1:
         columns = dict(per_region)
         columns["all"] = everything
-        print_table("Overall (all targets)", columns, "all")
+        print_table("Overall (all targets)", columns, "all", rows)
     print_worst(everything, args.worst)
     print(
         f"Total run time {time.perf_counter() - began:.0f} s wall, {time.process_time():.0f} s CPU."

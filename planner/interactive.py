@@ -7,10 +7,14 @@ any process holding the same network can continue it.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+from collections.abc import Callable, Iterator
 
 import msgspec
 import numpy as np
+from scipy.sparse import csr_matrix
 
 from planner.closing import Walk, close_walk, join_walk, measure, stem_edges
 from planner.closing import context as closing_context
@@ -55,6 +59,19 @@ CLOSING_TOLERANCE = 0.03
 # than this share of a step: finalize then closes the route with a detour of that length.
 FINALIZE_SLACK_STEPS = 0.6
 
+# Finalizing is suggested when the closed route would land within this share of the target.
+FINALIZE_ERROR = 0.03
+
+# The closing step begins once the remaining distance exceeds the shortest way back by less
+# than this many steps.
+CLOSING_ZONE_STEPS = 1.5
+
+# Best-scored ends graded per step band, because grading walks the path to each.
+GRADE_CHECKS = 60
+
+# Score taken off a candidate from which no way back of the right length was found.
+UNSURE_RETURN_PENALTY = 0.15
+
 # Outside the closing step, candidates lie at least this many steps from the start.
 NEAR_START_STEPS = 0.25
 
@@ -63,8 +80,13 @@ NEAR_START_STEPS = 0.25
 LOCAL_RADIUS_SHARE = 0.55
 LOCAL_MARGIN_M = 300.0
 
-# Best-scored ends checked for a way back that reuses their own path.
-OVERLAP_CHECKS = 40
+# Searches per suggestion for the ways back from an end once the path to it is walked: as
+# many as cover this many network nodes in all, and at least RETURN_CHECKS.
+RETURN_SEARCH_NODES = 40_000
+RETURN_CHECKS = 6
+# NOTE: ends past this budget count as having no way back, so in a large local network a
+# usable end may go unoffered. Suggestions cost about 3 times the CPU time they did without
+# these searches.
 
 WALK_STEP_M = 0.8
 
@@ -152,8 +174,10 @@ def suggest_candidates(
     """Suggest up to three next waypoints in different directions from the route's end.
 
     Stores the offer and `finalize_suggested` in `state` (it is updated in place), because
-    add_waypoint accepts only offered candidates. Returns no candidates when the remaining
-    distance is about the way back to the start.
+    add_waypoint accepts only offered candidates. Where any exist, only ends are offered
+    from which, with the path to them walked too, a way back makes up the rest of the
+    target, so that the route closes near it whichever candidate the user takes. Returns
+    no candidates when finalize would now land within FINALIZE_ERROR of the target.
     """
     _check_open(state)
     if not isinstance(preference, Preference):
@@ -167,13 +191,11 @@ def suggest_candidates(
     back, back_tree = _way_back(network, start, walked, max(remaining, step) * 2.5)
 
     back_here = float(back[current])
-    state.finalize_suggested = bool(
-        state.waypoint_node_ids and remaining <= back_here + FINALIZE_SLACK_STEPS * step
-    )
+    state.finalize_suggested = _finalize_now(network, state, back_here)
     if state.finalize_suggested:
         state.candidates = []
         return []
-    closing = remaining <= back_here + 1.5 * step
+    closing_zone = remaining <= back_here + CLOSING_ZONE_STEPS * step
 
     # Shortest paths from the route's end, with walked edges made expensive. Where ways are
     # longer than a step (mountain paths), longer steps are tried before giving up.
@@ -182,68 +204,78 @@ def suggest_candidates(
     costs = edge_costs(network, preference)
     matrix = cost_matrix(network, costs, factor)
     values = _path_values(network, preference, walked)
-    was_closing = closing
-    found = None
-    for step_scale in STEP_SCALES:
-        step_here = step * step_scale
-        closing = was_closing
-        reach = max(remaining, step_here) * 1.5 if closing else step_here * 1.5
-        _, tree = shortest_tree(matrix, current, reach)
-        reached = np.flatnonzero(tree >= 0)
-        if reached.size == 0:
-            # The end is in a walked dead end, so the way out costs USED_EDGE_FACTOR times
-            # more.
-            _, tree = shortest_tree(matrix, current, reach * USED_EDGE_FACTOR)
-            reached = np.flatnonzero(tree >= 0)
-        if reached.size == 0:
-            continue
-        sums = tree_sums(network, tree, reached, values)
-        length = sums[:, 0]
-        shares = sums[:, 1:] / np.maximum(length, 1.0)[:, None]
-        back_reached = back[reached] * RETURN_ALLOWANCE
-        retrace = shares[:, -1]
-        # A dead-end tip as waypoint forces walking back the same way, so offer it only as a
-        # last resort by treating its path as retraced.
-        dead_end = np.diff(network.csr.indptr)[reached] <= 1
-        retrace = np.where(dead_end, np.maximum(retrace, 0.5), retrace)
-        eligible, closing = _eligible(
-            length, back_reached, retrace, remaining, step_here, closing, state.target_m
-        )
-        if not closing:
-            # A step that ends back at the start leaves nothing to close the loop with.
-            eligible &= back[reached] >= NEAR_START_STEPS * step
-        if not eligible.any():
-            continue
-        if found is None or (found[5][found[4]] >= 0.5).all():
-            found = (step_here, tree, reached, length, eligible, retrace, shares, closing)
-        # Ends that only retrace (dead-end tips) make longer steps worth a try.
-        if (retrace[eligible] < 0.5).any():
+    tolerance_m = CLOSING_TOLERANCE * state.target_m
+    seed_here = seed if seed is not None else len(state.waypoint_node_ids)
+    found: _Offer | None = None
+    fallback: _Offer | None = None
+    # Ways back that avoid the route come first. Where no end leaves one of the right
+    # length, ways back that walk the route again follow (a stem out and back, as in a
+    # mountain valley), because finalize also takes those when they rank better.
+    for penalty in (USED_EDGE_FACTOR, 1.0):
+        if found is not None and found.level == 0:
             break
+        if penalty == USED_EDGE_FACTOR:
+            back_pass, back_tree_pass = back, back_tree
+        else:
+            back_pass, back_tree_pass = _way_back(
+                network, start, walked[:0], max(remaining, step) * 2.5
+            )
+        returns = _Returns(network, start, walked, back_tree_pass, tolerance_m, penalty)
+        for step_scale in STEP_SCALES:
+            step_here = step * step_scale
+            reach = max(remaining, step_here) * 1.5 if closing_zone else step_here * 1.5
+            ends = _reached_ends(network, matrix, values, current, reach, preference, seed_here)
+            if ends is None:
+                continue
+            tree, reached, length, retrace, shares, base, bearings = ends
+            back_reached = back_pass[reached] * RETURN_ALLOWANCE
+            for eligible, closing, tolerance in _tiers(
+                length, back_reached, retrace, remaining, step_here, closing_zone, state.target_m
+            ):
+                if not closing:
+                    # A step that ends back at the start leaves nothing to close the loop with.
+                    eligible &= back_pass[reached] >= NEAR_START_STEPS * step
+                if not eligible.any():
+                    continue
+                score = base if closing else base - 0.1 * np.abs(length - step_here) / step_here
+                score = np.clip(score, 0.0, 1.0)
+                order = np.flatnonzero(eligible)
+                order = order[np.argsort(-score[order], kind="stable")]
+                offer = _Offer(tree, reached, length, retrace, shares, score, bearings, closing, [])
+                if fallback is None:
+                    fallback = dataclasses.replace(
+                        offer, chosen=_spread(order, bearings, lambda position: 1)[0]
+                    )
+
+                grade = functools.partial(_grade, returns, offer, remaining, tolerance)
+                offer.chosen, offer.levels = _spread(order[:GRADE_CHECKS], bearings, grade)
+                if offer.chosen and (found is None or offer.rank() < found.rank()):
+                    found = offer
+                if found is not None and found.rank() == (0, 0, False):
+                    break
+            # Ends that only retrace (dead-end tips) or leave no way back of the right length
+            # make longer steps worth a try.
+            if found is not None and found.rank() == (0, 0, False):
+                break
+    if found is None and not state.waypoint_node_ids and fallback is not None:
+        # No end keeps a way back of the right length (a start deep in a dead end), so the
+        # best ends are offered anyway and the route can begin.
+        # NOTE: such a route, like a complete loop from there, may end far off the target.
+        found = fallback
     if found is None:
         state.finalize_suggested = bool(state.waypoint_node_ids)
         state.candidates = []
         return []
-    step, tree, reached, length, eligible, retrace, shares, closing = found
-
-    liked = shares[:, 0]
-    rng = np.random.default_rng(seed if seed is not None else len(state.waypoint_node_ids))
-    score = 0.25 + 0.6 * liked - 0.8 * retrace if preference.groups else 0.8 - 1.5 * retrace
-    if not closing:
-        score -= 0.1 * np.abs(length - step) / step
-    score = np.clip(score + rng.uniform(0.0, 0.02, size=score.shape[0]), 0.0, 1.0)
-
-    bearings = (
-        np.degrees(
-            np.arctan2(
-                network.x[reached] - network.x[current], network.y[reached] - network.y[current]
-            )
-        )
-        % 360.0
+    tree, reached, length, retrace, shares = (
+        found.tree,
+        found.reached,
+        found.length,
+        found.retrace,
+        found.shares,
     )
-    offered = _without_overlap(
-        network, np.flatnonzero(eligible), score, reached, tree, back_tree, start
-    )
-    chosen = _spread(offered, score, bearings)
+    score, bearings, closing, chosen = found.score, found.bearings, found.closing, found.chosen
+    # Ends with no way back of the right length found rank below the others.
+    grades = dict(zip(chosen, found.levels or [0] * len(chosen)))
 
     candidates = []
     for rank, position in enumerate(chosen):
@@ -255,6 +287,7 @@ def suggest_candidates(
             for index, name in enumerate(FEATURE_NAMES)
         }
         features["retrace"] = round(float(retrace[position]), 3)
+        unsure = grades[position] > 0
         candidates.append(
             Candidate(
                 id=f"{len(state.waypoint_node_ids) + 1}-{rank + 1}-{network.node_ids[node]}",
@@ -263,9 +296,9 @@ def suggest_candidates(
                 lon=float(network.lon[node]),
                 distance_m=round(float(length[position]), 1),
                 bearing_deg=round(float(bearings[position]), 1),
-                score=round(float(score[position]), 3),
+                score=round(max(float(score[position]) - UNSURE_RETURN_PENALTY * unsure, 0.0), 3),
                 features=features,
-                reason=_reason(features, float(length[position]), closing),
+                reason=_reason(features, float(length[position]), closing, unsure),
                 path_node_ids=network.node_ids[path].tolist(),
                 path_edge_ids=network.edge_ids[edges].tolist(),
             )
@@ -302,10 +335,9 @@ def add_waypoint(network: Network, state: RouteState, candidate_id: str) -> Rout
     network = _local_network(network, new_state)
     start = _node(network, state.start_node_id)
     walked = _edge_indices(network, edge_ids)
-    back, _ = _way_back(network, start, walked, new_state.remaining_m * 1.5 + 1000.0)
+    back, _ = _way_back(network, start, walked, max(new_state.remaining_m, 0.0) * 1.5 + 1000.0)
     here = float(back[_node(network, candidate.node_id)])
-    step = _step_length(state.target_m)
-    new_state.finalize_suggested = bool(new_state.remaining_m <= here + FINALIZE_SLACK_STEPS * step)
+    new_state.finalize_suggested = _finalize_now(network, new_state, here)
     return new_state
 
 
@@ -321,35 +353,7 @@ def finalize(network: Network, state: RouteState) -> FinalRoute:
     if not state.waypoint_node_ids:
         raise NoLoopFound("Add at least one waypoint before closing the route.")
     network = _local_network(network, state)
-    start = _node(network, state.start_node_id)
-    current = _node(network, state.node_ids[-1])
-    walked = _edge_indices(network, state.edge_ids)
-    nodes = [_node(network, node_id) for node_id in state.node_ids]
-    factor = np.ones(network.edge_count)
-    factor[walked] = USED_EDGE_FACTOR
-    factor[stem_edges(network, start)] = 1.0
-    costs = edge_costs(network, parse_preference(""))
-    ctx = closing_context(network, start, costs, np.zeros(network.edge_count))
-
-    # The shortest way back avoiding walked edges, and the plain shortest one, which may
-    # retrace part of the route but is the shorter when the route ran into a dead end.
-    target = state.target_m
-    best: Walk | None = None
-    for edge_factor in (factor, None):
-        _, tree = shortest_tree(cost_matrix(network, costs, edge_factor), current, np.inf)
-        if current != start and tree[start] < 0:
-            raise NoLoopFound("The start cannot be reached from the last waypoint.")
-        way_back = tree_path(tree, start) if current != start else [current]
-        walk = measure(ctx, *join_walk(network, nodes, walked.tolist(), way_back, True))
-        if best is None or walk.rank(target) < best.rank(target):
-            best = walk
-    if best.length < (1.0 - CLOSING_TOLERANCE) * target:
-        detour, _ = close_walk(
-            ctx, nodes, walked.tolist(), target, factor, 2.0 * state.remaining_m + 500.0, None, True
-        )
-        if detour is not None and detour.rank(target) < best.rank(target):
-            best = detour
-
+    best = _closing_walk(network, state)
     nodes, edges = best.nodes, best.edges
     distance = best.length
     coordinates = walk_coordinates(network, nodes, edges)
@@ -371,6 +375,116 @@ def finalize(network: Network, state: RouteState) -> FinalRoute:
         retrace_share=round(best.retrace, 4),
         snap_distance_m=state.snap_distance_m,
     )
+
+
+def _reached_ends(
+    network: Network,
+    matrix: csr_matrix,
+    values: np.ndarray,
+    current: int,
+    reach: float,
+    preference: Preference,
+    seed: int,
+) -> tuple | None:
+    """Search the ends within cost `reach` of the route's end and measure the way to each.
+
+    Returns (tree, reached, length, retrace, shares, score, bearings) with one row per
+    reached node; the score leaves out the step length. None when nothing is reached.
+    """
+    _, tree = shortest_tree(matrix, current, reach)
+    reached = np.flatnonzero(tree >= 0)
+    if reached.size == 0:
+        # The end is in a walked dead end, so the way out costs USED_EDGE_FACTOR times more.
+        _, tree = shortest_tree(matrix, current, reach * USED_EDGE_FACTOR)
+        reached = np.flatnonzero(tree >= 0)
+    if reached.size == 0:
+        return None
+    sums = tree_sums(network, tree, reached, values)
+    length = sums[:, 0]
+    shares = sums[:, 1:] / np.maximum(length, 1.0)[:, None]
+    retrace = shares[:, -1]
+    # A dead-end tip as waypoint forces walking back the same way, so offer it only as a
+    # last resort by treating its path as retraced.
+    dead_end = np.diff(network.csr.indptr)[reached] <= 1
+    retrace = np.where(dead_end, np.maximum(retrace, 0.5), retrace)
+    if preference.groups:
+        score = 0.25 + 0.6 * shares[:, 0] - 0.8 * retrace
+    else:
+        score = 0.8 - 1.5 * retrace
+    score = score + np.random.default_rng(seed).uniform(0.0, 0.02, size=reached.shape[0])
+    bearings = (
+        np.degrees(
+            np.arctan2(
+                network.x[reached] - network.x[current], network.y[reached] - network.y[current]
+            )
+        )
+        % 360.0
+    )
+    return tree, reached, length, retrace, shares, score, bearings
+
+
+def _finalize_now(network: Network, state: RouteState, back_here: float) -> bool:
+    """Return whether finalize would now close the route near its target, or never nearer.
+
+    Once the remaining distance exceeds the shortest way back avoiding the route by less
+    than FINALIZE_SLACK_STEPS steps, this tries finalize. Finalizing is suggested when the
+    closed route lands within FINALIZE_ERROR or already runs over the target.
+    """
+    if not state.waypoint_node_ids:
+        return False
+    remaining = state.remaining_m
+    if remaining > back_here + FINALIZE_SLACK_STEPS * _step_length(state.target_m):
+        return False
+    try:
+        walk = _closing_walk(network, state)
+    except NoLoopFound:
+        return True
+    return walk.error(state.target_m) <= FINALIZE_ERROR or walk.length > state.target_m
+
+
+def _closing_walk(network: Network, state: RouteState) -> Walk:
+    """Return the walk that finalize makes of `state`: the route so far and the way back.
+
+    The way back is the shortest one avoiding walked edges or the plain shortest one,
+    whichever ranks better. The plain one may retrace part of the route but is the shorter
+    when the route ran into a dead end. When the walk falls short of the target, a detour
+    of the missing length replaces the way back if it ranks better still. Raises
+    NoLoopFound when the start is out of reach.
+    """
+    start = _node(network, state.start_node_id)
+    current = _node(network, state.node_ids[-1])
+    walked = _edge_indices(network, state.edge_ids)
+    nodes = [_node(network, node_id) for node_id in state.node_ids]
+    factor = np.ones(network.edge_count)
+    factor[walked] = USED_EDGE_FACTOR
+    factor[stem_edges(network, start)] = 1.0
+    costs = edge_costs(network, parse_preference(""))
+    ctx = closing_context(network, start, costs, np.zeros(network.edge_count))
+
+    target = state.target_m
+    best: Walk | None = None
+    for edge_factor in (factor, None):
+        _, tree = shortest_tree(cost_matrix(network, costs, edge_factor), current, np.inf)
+        if current != start and tree[start] < 0:
+            raise NoLoopFound("The start cannot be reached from the last waypoint.")
+        way_back = tree_path(tree, start) if current != start else [current]
+        walk = measure(ctx, *join_walk(network, nodes, walked.tolist(), way_back, True))
+        if best is None or walk.rank(target) < best.rank(target):
+            best = walk
+    if best.length < (1.0 - CLOSING_TOLERANCE) * target:
+        detour, _ = close_walk(
+            ctx,
+            nodes,
+            walked.tolist(),
+            target,
+            factor,
+            2.0 * max(state.remaining_m, 0.0) + 500.0,
+            None,
+            True,
+        )
+        if detour is not None and detour.rank(target) < best.rank(target):
+            best = detour
+    return best
 
 
 def _step_length(target: float) -> float:
@@ -448,87 +562,240 @@ def _path_values(network: Network, preference: Preference, walked: np.ndarray) -
     return np.column_stack(columns)
 
 
-def _eligible(
+def _tiers(
     length: np.ndarray,
     back: np.ndarray,
     retrace: np.ndarray,
     remaining: float,
     step: float,
-    closing: bool,
+    closing_zone: bool,
     target: float,
-) -> tuple[np.ndarray, bool]:
-    """Return which reached nodes may be offered, and whether they close the route.
+) -> Iterator[tuple[np.ndarray, bool, float]]:
+    """Yield which reached nodes may be offered, best first, until one set proves usable.
 
-    In the closing step an end qualifies when the way back from it makes up the rest of
-    the target. Otherwise it must lie about one step away and still allow the way back.
-    Limits relax in turn (retracing allowed last, for starts in a dead end) until some
-    node qualifies.
+    Each item is (eligible, closing, tolerance in metres). A closing end qualifies when the
+    way back from it makes up the rest of the target within the tolerance. Otherwise an
+    end must lie about one step away and still allow the way back. Limits relax in turn
+    (retracing allowed last, for starts in a dead end).
     """
     for max_retrace in (0.35, 1.0):
         usable = np.isfinite(back) & (retrace <= max_retrace)
-        if closing:
+        if closing_zone:
             mismatch = np.abs(length + back - remaining)
             long_enough = length >= 0.3 * min(step, remaining)
-            for tolerance in (CLOSING_TOLERANCE, 2 * CLOSING_TOLERANCE):
-                eligible = usable & long_enough & (mismatch <= tolerance * target)
-                if eligible.any():
-                    return eligible, True
+            for tolerance in (CLOSING_TOLERANCE, 1.5 * CLOSING_TOLERANCE):
+                yield (
+                    usable & long_enough & (mismatch <= tolerance * target),
+                    True,
+                    (tolerance * target),
+                )
         for low, high in ((0.6, 1.4), (0.3, 2.0)):
             eligible = usable & (length >= low * step) & (length <= high * step)
-            eligible &= length + back <= remaining
-            if eligible.any():
-                return eligible, False
+            yield eligible & (length + back <= remaining), False, 0.0
     # Last resort: the ends whose way back comes closest to the rest of the target.
     mismatch = np.where(np.isfinite(back), np.abs(length + back - remaining), np.inf)
     best = float(mismatch.min(initial=np.inf))
     if best <= 0.25 * target:
-        return mismatch <= best + CLOSING_TOLERANCE * target, True
-    return np.zeros(length.shape[0], dtype=bool), False
+        tolerance = best + CLOSING_TOLERANCE * target
+        yield mismatch <= tolerance, True, tolerance
 
 
-def _without_overlap(
-    network: Network,
-    eligible: np.ndarray,
-    score: np.ndarray,
-    reached: np.ndarray,
-    tree: np.ndarray,
-    back_tree: np.ndarray,
-    start: int,
-) -> np.ndarray:
-    """Keep the best eligible ends whose path does not share edges with their way back.
+@dataclasses.dataclass
+class _Offer:
+    """The ends reached from the route's end in one search, and the positions offered."""
 
-    When the two share no edge, adding the step leaves the predicted way back unchanged,
-    so the length estimate holds. Only the OVERLAP_CHECKS best are examined.
+    tree: np.ndarray
+    reached: np.ndarray
+    length: np.ndarray
+    retrace: np.ndarray
+    shares: np.ndarray
+    score: np.ndarray
+    bearings: np.ndarray
+    closing: bool
+    chosen: list[int]
+    # Grade of each offered position (see _grade); one entry per position in `chosen`.
+    levels: list[int] = dataclasses.field(default_factory=list)
+
+    @property
+    def level(self) -> int:
+        return min(self.levels, default=3)
+
+    def rank(self) -> tuple[int, int, bool]:
+        """Lower is better: the best grade offered, how many ends fall short of it, then
+        whether all are dead ends."""
+        short = sum(level > self.level for level in self.levels)
+        return self.level, short, bool((self.retrace[self.chosen] >= 0.5).all())
+
+
+def _grade(
+    returns: _Returns, offer: _Offer, remaining: float, tolerance: float, position: int
+) -> int:
+    """Rate an end by the ways back it leaves once its path is walked: 0 best, 3 unusable.
+
+    A closing end must make up the rest of the target with its shortest way back, within
+    `tolerance` metres. Any other end is good (0) when some way back makes up the rest, so
+    that finalize could land near the target from there. It is usable (1) when it leaves
+    room for the shortest way back. It is a last resort (2) when that runs over by less
+    than 1.5 times the closing tolerance, as at a start whose shortest loop is a little
+    too long.
     """
-    order = eligible[np.argsort(-score[eligible], kind="stable")][:OVERLAP_CHECKS]
-    kept = []
-    for position in order.tolist():
-        node = int(reached[position])
+    node = int(offer.reached[position])
+    length = float(offer.length[position])
+    way_back = returns.shortest(offer.tree, node, remaining - length)
+    if offer.closing:
+        return 0 if abs(length + way_back - remaining) <= tolerance else 3
+    over = length + way_back * RETURN_ALLOWANCE - remaining
+    if over > 1.5 * returns.tolerance:
+        return 3
+    if over > 0.0:
+        return 2
+    return 0 if returns.closes(offer.tree, node, remaining - length) else 1
+
+
+class _Returns:
+    """The ways back from an end once the path to it is walked too.
+
+    Where the shortest way back shares no edge with the path to the end, it stays the
+    shortest and `back_tree` gives its length. Otherwise a search from the end finds it. The same search tells whether a way back of a given length exists, through
+    some node B. The number of searches is bounded (RETURN_SEARCH_NODES); ends beyond that
+    count as having no way back.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        start: int,
+        walked: np.ndarray,
+        back_tree: np.ndarray,
+        tolerance: float,
+        penalty: float = USED_EDGE_FACTOR,
+    ) -> None:
+        self.network = network
+        self.penalty = penalty
+        self.start = start
+        self.walked = walked
+        self.back_tree = back_tree
+        self.tolerance = tolerance
+        self.costs = edge_costs(network, parse_preference(""))
+        self.searches = 0
+        self.max_searches = max(RETURN_CHECKS, RETURN_SEARCH_NODES // network.node_count)
+        self.found: dict[int, tuple | None] = {}
+        self.shortest_known: dict[int, float] = {}
+
+    def shortest(self, tree: np.ndarray, node: int, rest: float) -> float:
+        """Return the length of the shortest way back from `node` (inf: none found).
+
+        `rest` is the length the way back should have; much longer ways count as none.
+        """
+        if node in self.shortest_known:
+            return self.shortest_known[node]
+        self.shortest_known[node] = self._shortest(tree, node, rest)
+        return self.shortest_known[node]
+
+    def _shortest(self, tree: np.ndarray, node: int, rest: float) -> float:
+        network = self.network
+        back_nodes = tree_path(self.back_tree, node)[::-1]
+        if back_nodes[-1] != self.start:
+            return np.inf
+        back_edges = path_edges(network, back_nodes)
         out_edges = path_edges(network, tree_path(tree, node))
-        back_edges = path_edges(network, tree_path(back_tree, node)[::-1])
-        if not set(out_edges) & set(back_edges):
-            kept.append(position)
-    return np.asarray(kept if kept else order, dtype=np.int64)
+        if self.penalty == USED_EDGE_FACTOR and not set(out_edges) & set(back_edges):
+            return float(network.length[back_edges].sum())
+        found = self._search(tree, node, rest)
+        return np.inf if found is None else found[0]
+
+    def closes(self, tree: np.ndarray, node: int, rest: float) -> bool:
+        """Return whether a way back from `node` of `rest` metres (within the tolerance) exists.
+
+        It is the shortest way back or one through a node B, measured as the shortest
+        path to B plus the shortest way back from B, both avoiding the path to `node`,
+        where B is no place to turn back.
+        """
+        found = self._search(tree, node, rest)
+        if found is None:
+            return False
+        shortest, out_cost, out_tree, back_cost, back_tree = found
+        if abs(shortest - rest) <= self.tolerance:
+            return True
+        via = np.flatnonzero((out_tree >= 0) & (back_tree >= 0))
+        via = via[out_tree[via] != back_tree[via]]
+        # Costs equal lengths on ways not walked before and exceed them on walked ones, so
+        # a way through B that walks the route again counts as longer than it is.
+        total = out_cost[via] + back_cost[via]
+        return bool((np.abs(total - rest) <= self.tolerance).any())
+
+    def _search(self, tree: np.ndarray, node: int, rest: float) -> tuple | None:
+        """Search from `node` and back to the start with the path to `node` walked too.
+
+        Returns the length of the shortest way back, then the costs and tree of paths from
+        `node` and of ways back to the start; None when the searches ran out.
+        """
+        if node in self.found:
+            return self.found[node]
+        if self.searches >= self.max_searches:
+            return None
+        self.searches += 1
+        network = self.network
+        factor = np.ones(network.edge_count)
+        factor[self.walked] = self.penalty
+        factor[path_edges(network, tree_path(tree, node))] = self.penalty
+        factor[stem_edges(network, self.start)] = 1.0
+        # Ways back much longer than the rest of the target are of no use; walked edges
+        # cost `penalty` times their length.
+        limit = max(rest, 0.0) * self.penalty + 10.0 * self.tolerance
+        found: list = []
+        for root, reverse in ((node, False), (self.start, True)):
+            matrix = cost_matrix(network, self.costs, factor, reverse=reverse)
+            found += shortest_tree(matrix, root, limit)
+        out_tree = found[1]
+        shortest = np.inf
+        if node == self.start or out_tree[self.start] >= 0:
+            shortest = float(
+                network.length[path_edges(network, tree_path(out_tree, self.start))].sum()
+            )
+        self.found[node] = (shortest, *found)
+        return self.found[node]
 
 
-def _spread(eligible: np.ndarray, score: np.ndarray, bearings: np.ndarray) -> list[int]:
-    """Pick the best-scored positions that lie at least MIN_SEPARATION_DEG apart."""
-    order = eligible[np.argsort(-score[eligible], kind="stable")]
-    for separation in (MIN_SEPARATION_DEG, 40.0, 0.0):
-        chosen: list[int] = []
-        for position in order.tolist():
-            difference = np.abs((bearings[chosen] - bearings[position]) % 360.0)
-            if chosen and np.minimum(difference, 360.0 - difference).min() < separation:
-                continue
-            chosen.append(position)
-            if len(chosen) == CANDIDATE_COUNT:
-                return chosen
-        if len(chosen) == min(CANDIDATE_COUNT, order.shape[0]) and separation == 0.0:
-            return chosen
-    return chosen
+def _spread(
+    order: np.ndarray, bearings: np.ndarray, grade: Callable[[int], int]
+) -> tuple[list[int], list[int]]:
+    """Pick up to CANDIDATE_COUNT positions of `order`, best grade first, spread in direction.
+
+    `grade` rates a position from 0 (good) to 2 (usable), or 3 (not usable). Positions of
+    the best grade found come first, at least MIN_SEPARATION_DEG apart where possible.
+    Positions of the next grades fill the offer up, but only grades 0 and 1 mix.
+    Returns the positions and their grades. `grade` runs at most once per position.
+    """
+    known: dict[int, int] = {}
+
+    def check(position: int) -> int:
+        if position not in known:
+            known[position] = grade(position)
+        return known[position]
+
+    chosen: list[int] = []
+    levels: list[int] = []
+    for level in (0, 1, 2):
+        if levels and (levels[0] > 0 or level > 1):
+            break
+        for separation in (MIN_SEPARATION_DEG, 40.0, 0.0):
+            for position in order.tolist():
+                if position in chosen:
+                    continue
+                difference = np.abs((bearings[chosen] - bearings[position]) % 360.0)
+                if chosen and np.minimum(difference, 360.0 - difference).min() < separation:
+                    continue
+                if check(position) != level:
+                    continue
+                chosen.append(position)
+                levels.append(level)
+                if len(chosen) == CANDIDATE_COUNT:
+                    return chosen, levels
+    return chosen, levels
 
 
-def _reason(features: dict[str, float], length: float, closing: bool) -> str:
+def _reason(features: dict[str, float], length: float, closing: bool, unsure: bool) -> str:
     green = max(features["green"], features["park"])
     if green > 0.5:
         parts = ["mostly through parks"]
@@ -547,4 +814,6 @@ def _reason(features: dict[str, float], length: float, closing: bool) -> str:
         parts.append("partly retraces your route")
     if closing:
         parts.append("then about the right distance back to the start")
+    elif unsure:
+        parts.append("the way back from there may not fit your distance")
     return ", ".join(parts)

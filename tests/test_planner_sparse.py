@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 
 from planner import (
@@ -225,3 +226,122 @@ def test_small_town_loop_avoids_pier() -> None:
             assert loop.retrace_share <= 0.10
             assert not pier & set(loop.node_ids)
             assert_closed_walk(network, loop.node_ids, loop.edge_ids)
+
+
+def bridged_halves_network() -> Network:
+    """Two 8 x 20 grids of 100 m blocks, 300 m apart, joined only at their two ends.
+
+    A step over the southern bridge looks short, but once it is walked the way back runs
+    over the northern bridge, about 4 km round.
+    """
+    builder = TableBuilder()
+    west = builder.grid(1000, 8, 20, 100.0)
+    east = builder.grid(3000, 8, 20, 100.0, x0=1000.0)
+    builder.edge(west[(7, 0)], east[(0, 0)])
+    builder.edge(west[(7, 19)], east[(0, 19)])
+    return builder.network()
+
+
+@pytest.mark.parametrize("first", [0, 1, 2])
+def test_step_route_closes_near_target_whichever_first_step(first: int) -> None:
+    network = bridged_halves_network()
+    target = 3000.0
+    state = start_route(network, *to_lat_lon(650.0, 50.0), target)
+    candidates = suggest_candidates(network, state, "", seed=0)
+    assert len(candidates) == 3
+    chosen = candidates[first]
+    for _ in range(30):
+        state = add_waypoint(network, state, chosen.id)
+        candidates = suggest_candidates(network, state, "", seed=len(state.waypoint_node_ids))
+        if state.finalize_suggested or not candidates:
+            break
+        chosen = candidates[len(state.waypoint_node_ids) % len(candidates)]
+    assert state.finalize_suggested
+    route = finalize(network, state)
+    assert_closed_walk(network, route.node_ids, route.edge_ids)
+    assert abs(route.distance_m - target) <= 0.03 * target
+
+
+def lollipop_network() -> Network:
+    """A 1 km path from a dead end to a ring of 2 km, and nothing else.
+
+    The only 4 km walk from the dead end without walking a way twice, stem aside, is out
+    along the path, once round the ring and back.
+    """
+    builder = TableBuilder()
+    builder.node(1, 0.0, -1000.0)
+    previous = 1
+    for step in range(1, 11):
+        node_id = builder.node(1 + step, 0.0, -1000.0 + 100.0 * step)
+        builder.edge(previous, node_id)
+        previous = node_id
+    ring = [previous]
+    radius = 2000.0 / (2 * math.pi)
+    for index in range(1, 20):
+        angle = 2 * math.pi * index / 20
+        ring.append(
+            builder.node(100 + index, radius * math.sin(angle), radius - radius * math.cos(angle))
+        )
+        builder.edge(ring[-2], ring[-1])
+    builder.edge(ring[-1], ring[0])
+    return builder.network()
+
+
+def test_step_route_from_dead_end_walks_stem_and_ring() -> None:
+    network = lollipop_network()
+    state = start_route(network, *to_lat_lon(0.0, -1000.0), 4000.0)
+    for _ in range(30):
+        candidates = suggest_candidates(network, state, "", seed=len(state.waypoint_node_ids))
+        if state.finalize_suggested or not candidates:
+            break
+        state = add_waypoint(network, state, candidates[0].id)
+    route = finalize(network, state)
+    assert_closed_walk(network, route.node_ids, route.edge_ids)
+    assert abs(route.distance_m - 4000.0) <= 0.05 * 4000.0
+
+
+def test_heidelberg_step_routes_near_target_with_any_pick() -> None:
+    """A user may take any offered candidate, not only the best-scored one."""
+    network = load_extract("heidelberg")
+    rng = np.random.default_rng(3)
+    hits = 0
+    starts = random_starts(network, 8)
+    for index, (lat, lon) in enumerate(starts):
+        state = start_route(network, lat, lon, 3000.0)
+        for _ in range(40):
+            candidates = suggest_candidates(network, state, "", seed=index)
+            if state.finalize_suggested or not candidates:
+                break
+            state = add_waypoint(network, state, candidates[rng.integers(len(candidates))].id)
+        route = finalize(network, state)
+        hits += abs(route.distance_m - 3000.0) <= 0.05 * 3000.0
+    assert hits >= 7
+
+
+# Starts where the first steps lead into ways whose way back, once the step is walked, is
+# far longer or shorter than it looks: a street only joined to the rest at its ends, and a
+# mountain valley reached over a long path.
+HARD_STEP_STARTS = [
+    ("heidelberg", 49.450502, 8.802676, 3000.0, ""),
+    ("heidelberg", 49.443800, 8.750871, 3000.0, "parks and water"),
+    ("andorra", 42.444156, 1.520818, 8000.0, ""),
+    ("andorra", 42.475064, 1.505045, 5000.0, ""),
+]
+
+
+@pytest.mark.parametrize(("region", "lat", "lon", "target", "preference"), HARD_STEP_STARTS)
+def test_step_route_near_target_from_hard_start(
+    region: str, lat: float, lon: float, target: float, preference: str
+) -> None:
+    network = load_extract(region)
+    state = start_route(network, lat, lon, target)
+    for _ in range(40):
+        candidates = suggest_candidates(
+            network, state, preference, seed=7 + len(state.waypoint_node_ids)
+        )
+        if state.finalize_suggested or not candidates:
+            break
+        best = max(candidates, key=lambda candidate: candidate.score)
+        state = add_waypoint(network, state, best.id)
+    route = finalize(network, state)
+    assert abs(route.distance_m - target) <= 0.05 * target
