@@ -259,8 +259,8 @@ class ImmediateRequestRunCoordinator(QueuedRunCoordinator):
     """A QueuedRunCoordinator that launches user request runs at once, when there is room.
 
     A run tagged `perfect10k/origin=request` is launched right away while fewer than
-    `max_concurrent_runs` runs are starting or running; otherwise, like every other run, it
-    waits in the queue for the daemon, where its higher priority puts it first. Runs
+    `max_concurrent_runs` runs are starting or running. Otherwise it waits in the queue for
+    the daemon like every other run, and its higher priority puts it first. Runs
     launched here count against the limits the daemon applies to the queued runs.
 
     NOTE: the count and the launch are not atomic with the daemon's dequeuing, so a request

@@ -182,7 +182,7 @@ def _handle(request: Any, requests: TextIO, replies: TextIO) -> dict[str, Any]:
 
 def serve(preload: list[str]) -> None:
     """Import `preload`, then serve requests from stdin until it closes."""
-    # Replies get their own copy of stdout; fd 1 then points at stderr, so output of the
+    # Replies get their own copy of stdout, and fd 1 then points at stderr. Output of the
     # preloaded code and of the runs goes to the launcher's log, never into a reply.
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
