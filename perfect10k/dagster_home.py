@@ -27,6 +27,7 @@ run_launcher:
 run_monitoring:
   enabled: true
   start_timeout_seconds: 180
+  poll_interval_seconds: 10
   max_resume_run_attempts: 0
 retention:
   schedule:

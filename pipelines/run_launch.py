@@ -34,7 +34,12 @@ from dagster import (
     SubmitRunContext,
 )
 from dagster import _check as check
-from dagster._core.launcher import LaunchRunContext, RunLauncher
+from dagster._core.launcher import (
+    CheckRunHealthResult,
+    LaunchRunContext,
+    RunLauncher,
+    WorkerStatus,
+)
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
 from pipelines import run_worker
@@ -45,7 +50,19 @@ log = logging.getLogger(__name__)
 DEFAULT_PRELOAD = ("dagster", "pipelines.definitions")
 # The fork server imports its preload modules before it replies to the first request.
 REPLY_TIMEOUT_S = 120.0
+# The start of the reason `_worker_pid` gives when the worker process is gone.
+WORKER_EXITED = "the run worker exited without ending the run"
 _IN_PROGRESS = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ForkServerUnavailable(RuntimeError):
@@ -130,9 +147,12 @@ class ForkServerRunLauncher(RunLauncher, ConfigurableClass):
     records the worker's host, pid and start time, so `terminate` works from any process
     on the same host.
 
-    NOTE: run monitoring fails a run that stays STARTING past `start_timeout_seconds`, but
-    this launcher offers no worker health check, so a worker killed after it started leaves
-    its run STARTED (as with Dagster's DefaultRunLauncher).
+    Run monitoring asks `check_run_worker_health` about every STARTED run, so a run whose
+    worker died without ending it is marked failed at the next monitoring poll.
+
+    NOTE: a worker that dies while its run is still STARTING is only caught by the start
+    timeout, and a worker on another host (the daemon's container in Compose) is reported
+    running, because its pid cannot be checked from here.
     """
 
     def __init__(
@@ -223,6 +243,10 @@ class ForkServerRunLauncher(RunLauncher, ConfigurableClass):
             return False
         self._instance.report_run_canceling(run)
         pid, problem = self._worker_pid(run)
+        if pid is None and problem.startswith(WORKER_EXITED):
+            # Nothing can end the run any more, so it is canceled right here.
+            self._instance.report_run_canceled(run, f"Run canceled: {problem}")
+            return True
         if pid is None:
             self._instance.report_engine_event(
                 f"Could not send the termination request: {problem}", run, cls=self.__class__
@@ -231,8 +255,20 @@ class ForkServerRunLauncher(RunLauncher, ConfigurableClass):
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
-            return False
+            self._instance.report_run_canceled(run, f"Run canceled: {WORKER_EXITED} (pid {pid})")
         return True
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        pid, problem = self._worker_pid(run)
+        if pid is not None:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, run_worker_id=str(pid))
+        if problem.startswith(WORKER_EXITED):
+            return CheckRunHealthResult(WorkerStatus.FAILED, problem)
+        return CheckRunHealthResult(WorkerStatus.RUNNING, f"not checked: {problem}")
 
     def _worker_pid(self, run: DagsterRun) -> tuple[int | None, str]:
         """Return the pid of the run's worker if it runs on this host, or None and why not."""
@@ -245,7 +281,9 @@ class ForkServerRunLauncher(RunLauncher, ConfigurableClass):
         pid = int(worker["pid"])
         expected = worker.get("start_ticks")
         if expected is not None and run_worker.process_start_ticks(pid) != expected:
-            return None, f"its worker (pid {pid}) has already exited"
+            return None, f"{WORKER_EXITED} (pid {pid})"
+        if expected is None and not _process_exists(pid):
+            return None, f"{WORKER_EXITED} (pid {pid})"
         return pid, ""
 
     def dispose(self) -> None:

@@ -8,7 +8,9 @@ from a fork server that this process starts, as in the Dagster webserver and dae
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -17,11 +19,14 @@ from dagster import (
     DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
+    RunsFilter,
     instance_for_test,
     job,
     op,
     reconstructable,
 )
+from dagster._core.launcher import WorkerStatus
+from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
 from pipelines.run_launch import ForkServerRunLauncher
 from pipelines.run_worker import process_start_ticks
@@ -165,3 +170,44 @@ def test_terminate_ignores_other_host(instance: DagsterInstance):
                            DagsterRunStatus.SUCCESS},
     )
     assert status != DagsterRunStatus.SUCCESS
+
+
+def started_worker(instance: DagsterInstance) -> tuple[str, dict]:
+    """Launch `wait_job`, wait until its step runs; return the run id and its worker tag."""
+    run_id = launch(instance, wait_job)
+    wait_for_status(instance, run_id, {DagsterRunStatus.STARTED})
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while DagsterEventType.STEP_START not in event_types(instance, run_id):
+        assert time.monotonic() < deadline, "the step did not start"
+        time.sleep(0.1)
+    return run_id, json.loads(instance.get_run_by_id(run_id).tags[RUN_WORKER_TAG])
+
+
+def kill_and_wait(worker: dict) -> None:
+    os.kill(worker["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while process_start_ticks(worker["pid"]) == worker["start_ticks"]:
+        assert time.monotonic() < deadline, f"worker pid {worker['pid']} did not exit"
+        time.sleep(0.05)
+
+
+def test_monitoring_fails_run_of_killed_worker(instance: DagsterInstance):
+    run_id, worker = started_worker(instance)
+    launcher = instance.run_launcher
+    assert launcher.check_run_worker_health(instance.get_run_by_id(run_id)).status == (
+        WorkerStatus.RUNNING
+    )
+    kill_and_wait(worker)
+    health = launcher.check_run_worker_health(instance.get_run_by_id(run_id))
+    assert health.status == WorkerStatus.FAILED
+    assert str(worker["pid"]) in (health.msg or "")
+    record = instance.get_run_records(RunsFilter(run_ids=[run_id]))[0]
+    monitor_started_run(instance, None, record, logging.getLogger("test"))  # type: ignore[arg-type]
+    assert instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE
+
+
+def test_terminate_cancels_run_of_killed_worker(instance: DagsterInstance):
+    run_id, worker = started_worker(instance)
+    kill_and_wait(worker)
+    assert instance.run_launcher.terminate(run_id)
+    assert instance.get_run_by_id(run_id).status == DagsterRunStatus.CANCELED
