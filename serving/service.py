@@ -638,6 +638,17 @@ class RouteService:
                     "send the request again to rebuild them"
                 )
                 return self._fail(job, error, needed, ready)
+        elif job.run_id is None and error is None:
+            # Every cell of this job was in another request's or warming run when it
+            # started. Once none of those runs is in flight, missing cells will not come.
+            stranded = self._stranded_cells(job)
+            if stranded:
+                error = (
+                    f"cells {', '.join(stranded)} are not ready and no build run is working "
+                    "on them any more (the run that was building them ended without them); "
+                    "send the request again to rebuild them"
+                )
+                return self._fail(job, error, needed, ready)
         if time.time() - job.created_at > JOB_TIMEOUT_S:
             return self._fail(job, f"cells not ready after {JOB_TIMEOUT_S:.0f} s", needed, ready)
         return schemas.JobStatus(

@@ -410,10 +410,19 @@ def test_unwritable_path_fails_job_with_reason(fault_servers: list[LiveServer]):
                 "/api/loops", json={"lat": lat, "lon": lon, "target_distance": COLD_DISTANCE_M}
             )
             assert response.status_code == 202, response.text
+            # Another target needs the same cells; while the first run builds them, this
+            # job launches no run of its own and must still fail when that run fails.
+            sharing = client.post(
+                "/api/loops", json={"lat": lat, "lon": lon, "target_distance": 2000}
+            )
+            assert sharing.status_code == 202, sharing.text
             status = poll_job(client, response.json()["job_id"])
+            sharing_status = poll_job(client, sharing.json()["job_id"], timeout_s=120)
             health = client.get("/api/health")
     finally:
         blocker.unlink()
+    assert sharing_status["status"] == "failed", sharing_status
+    assert cell in sharing_status["error"], sharing_status["error"]
     assert status["status"] == "failed", status
     assert "FAILURE" in status["error"]
     assert cell in status["error"], status["error"]
