@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -85,6 +86,10 @@ RANK_TIE = 0.02
 # target than every street twice. At most OUT_AND_BACK_TRIES turning points are tried.
 OUT_AND_BACK_ERROR = 0.10
 OUT_AND_BACK_TRIES = 8
+# A walk with at least this share on its stem is reported as an out-and-back, and one with
+# at least the second share as a loop at the end of a stem.
+OUT_AND_BACK_STEM_SHARE = 0.95
+STEM_AND_LOOP_STEM_SHARE = 0.2
 
 # Relative spread of the seeded random factor on every edge cost.
 COST_NOISE = 0.15
@@ -129,6 +134,19 @@ class Loop(msgspec.Struct, frozen=True):
     quiet_share: float
     retrace_share: float
     snap_distance_m: float
+    # Share of the length walked out from the start and back the same way, both directions
+    # counted. retrace_share leaves it out, so shape says how much of the walk is a loop.
+    stem_share: float = 0.0
+    shape: Literal["loop", "stem_and_loop", "out_and_back"] = "loop"
+
+
+def loop_shape(stem_share: float) -> Literal["loop", "stem_and_loop", "out_and_back"]:
+    """Name a walk by the share of its length on the stem at the start."""
+    if stem_share >= OUT_AND_BACK_STEM_SHARE:
+        return "out_and_back"
+    if stem_share >= STEM_AND_LOOP_STEM_SHARE:
+        return "stem_and_loop"
+    return "loop"
 
 
 def plan_loops(
@@ -596,4 +614,6 @@ def _to_loop(network: Network, walk: Walk, snap_distance_m: float) -> Loop:
         quiet_share=round(shares["quiet"], 4),
         retrace_share=round(walk.retrace, 4),
         snap_distance_m=round(snap_distance_m, 1),
+        stem_share=round(min(2.0 * walk.stem, 1.0), 4),
+        shape=loop_shape(2.0 * walk.stem),
     )

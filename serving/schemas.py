@@ -93,6 +93,9 @@ class LoopView(Struct):
     water_share: float
     quiet_share: float
     retrace_share: float
+    # Share walked out from the start and back the same way; retrace_share leaves it out.
+    stem_share: float
+    shape: Literal["loop", "stem_and_loop", "out_and_back"]
     segments: list[SegmentView]
     gpx_url: str
 

@@ -361,6 +361,8 @@ class RouteService:
             water_share=round(loop.water_share, 3),
             quiet_share=round(loop.quiet_share, 3),
             retrace_share=round(loop.retrace_share, 3),
+            stem_share=round(loop.stem_share, 3),
+            shape=loop.shape,
             segments=[
                 schemas.SegmentView(
                     length_m=round(segment.length_m, 1),

@@ -83,6 +83,8 @@ def test_cached_loop_in_monaco(server: LiveServer):
     segments = network_segments(Warehouse(server.data_dir / "warehouse"), "monaco")
     for loop in body["loops"]:
         assert_valid_loop(loop, 5000, segments, tolerance=0.15)
+        assert loop["shape"] == "loop", loop["stem_share"]
+        assert 0.0 <= loop["stem_share"] < 0.2
 
 
 def test_loop_gpx_is_valid(server: LiveServer):

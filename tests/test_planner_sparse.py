@@ -54,6 +54,8 @@ def test_branch_tip_start_loops_via_stem() -> None:
     assert_closed_walk(network, loop.node_ids, loop.edge_ids)
     assert loop.edge_ids[:6] == loop.edge_ids[::-1][:6]
     assert loop.retrace_share <= 0.03
+    assert loop.shape in {"loop", "stem_and_loop"}
+    assert loop.stem_share > 0.0
 
 
 def long_edge_network() -> Network:
@@ -131,6 +133,8 @@ def test_tree_start_walks_out_and_back() -> None:
     assert_closed_walk(network, loop.node_ids, loop.edge_ids)
     assert loop.edge_ids == loop.edge_ids[::-1]
     assert loop.retrace_share == 0.0
+    assert loop.stem_share == 1.0
+    assert loop.shape == "out_and_back"
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +149,7 @@ def test_grid_start_prefers_loop_to_stem(small_grid: Network) -> None:
         loop = plan_loops(small_grid, *to_lat_lon(500.0, 500.0), 3000.0, "", seed=seed)[0]
         assert loop.edge_ids[0] != loop.edge_ids[-1]
         assert loop.retrace_share <= 0.03
+        assert loop.shape == "loop"
 
 
 # Perimeters of the four petals of `flower_network`, north, east, south and west. They
