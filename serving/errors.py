@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -182,6 +183,10 @@ def _parameter_rule(request: Request, name: str) -> str | None:
     return " ".join(parts) or None
 
 
+# Litestar 2 message for a required parameter that the request lacks.
+MISSING_PARAMETER = re.compile(r"Missing required \w+ parameter '([^']+)'")
+
+
 def validation_error_handler(request: Request, error: ValidationException) -> Response:
     """Return 400 naming each invalid parameter, the value sent and what it must match."""
     extra = error.extra if isinstance(error.extra, list) else []
@@ -203,7 +208,10 @@ def validation_error_handler(request: Request, error: ValidationException) -> Re
             detail["allowed"] = rule
         details.append(detail)
     if not details:
-        return Response(_body(400, f"Invalid request: {error.detail}"), status_code=400)
+        # Litestar names a missing parameter only in its message.
+        missing = MISSING_PARAMETER.search(str(error.detail))
+        field = missing.group(1) if missing else None
+        return Response(_body(400, f"Invalid request: {error.detail}", field), status_code=400)
     first = details[0]
     messages = []
     for detail in details:

@@ -207,6 +207,7 @@ def test_overlays_require_bbox(server: LiveServer):
         response = client.get("/api/overlays")
     assert response.status_code == 400
     assert "bbox" in response.json()["detail"]
+    assert response.json()["field"] == "bbox"
 
 
 class AssetParser(HTMLParser):
