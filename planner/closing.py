@@ -96,6 +96,7 @@ def close_walk(
     limit: float,
     bearing: float | None = None,
     keep_prefix: bool = False,
+    min_length: float = 0.0,
 ) -> tuple[Walk | None, float]:
     """Close `prefix` (a walk from the start) back to the start with total length `goal`.
 
@@ -103,7 +104,9 @@ def close_walk(
     cost `limit` of the walk's end and of the start. With `bearing`, B near that compass
     direction from the start is preferred. With `keep_prefix`, spur trimming never cuts into
     the prefix (a route the user chose). Returns the best walk and the ratio of the longest
-    estimated closed walk to `goal` (0 when no B was reachable).
+    estimated closed walk to `goal` (0 when no B was reachable). The walk is None when no B
+    was reachable or when even the longest estimate is shorter than `min_length`: spur
+    trimming only shortens a walk, so no walk built then would reach it.
     """
     network = ctx.network
     end = prefix_nodes[-1]
@@ -125,6 +128,8 @@ def close_walk(
     closing = out_sums[:, 0] + back_sums[:, 0]
     estimate = prefix_length + closing
     ratio = float(estimate.max()) / goal
+    if estimate.max() < min_length:
+        return None, ratio
     crow_end = np.hypot(network.x[both] - network.x[end], network.y[both] - network.y[end])
     detour = closing / (crow_end + ctx.crow[both] + 1.0)
     liked = (out_sums[:, 1] + back_sums[:, 1]) / np.maximum(closing, 1.0)

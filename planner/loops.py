@@ -361,7 +361,11 @@ def _pivot_walks(
         rest = search.target - 2.0 * stem_length
         if rest < PIVOT_MIN_LOOP_SHARE * search.target:
             continue
-        inner = _LoopSearch(network, preference, pivot, rest)
+        # The stem is walked on top of the inner loop, so the walk misses the whole target
+        # by more than MAX_ERROR only when the loop is shorter than this.
+        inner = _LoopSearch(
+            network, preference, pivot, rest, min_length=rest - MAX_ERROR * search.target
+        )
         seen: list[list[int]] = []
         for offset in PIVOT_BEARINGS[: PIVOT_SEARCHES - searches]:
             searches += 1
@@ -429,10 +433,20 @@ def _walkable_back(network: Network, nodes: list[int]) -> bool:
 class _LoopSearch:
     """Shared state of one request: the start's shortest-path tree and edge costs."""
 
-    def __init__(self, network: Network, preference: Preference, start: int, target: float):
+    def __init__(
+        self,
+        network: Network,
+        preference: Preference,
+        start: int,
+        target: float,
+        min_length: float | None = None,
+    ):
         self.network = network
         self.start = start
         self.target = target
+        # Closings whose longest estimate is shorter than this build no walk, because
+        # the caller rejects such walks. None means MAX_ERROR short of the target.
+        self.min_length = (1.0 - MAX_ERROR) * target if min_length is None else min_length
         costs = _loop_costs(network, preference)
         self.ctx = closing.context(network, start, costs, edge_scores(network, preference))
         # Search radii in cost units: A lies at most MAX_FIRST_LEG_SHARE * 1.2 of the target
@@ -467,6 +481,9 @@ class _LoopSearch:
         # First waypoints in a pocket (a pier, a cul-de-sac estate) have no way on but the way
         # they came, so the area around one where closing failed is skipped on the next try.
         blocked = np.zeros(self.start_reached.shape[0], dtype=bool)
+        # Where the reach caps the leg, a later try picks the same first waypoint again,
+        # and the same inputs close it the same way, so the result is reused.
+        closed: dict[int, tuple[Walk | None, float]] = {}
         for _ in range(FIRST_WAYPOINT_TRIES):
             # In a network smaller than the loop (an old town, a small island) the first
             # waypoint stays inside it, short of its far end.
@@ -474,7 +491,9 @@ class _LoopSearch:
             first = self._first_waypoint(bearing, distance, blocked)
             if first is None:
                 return best
-            walk, estimate_ratio = self._close_loop(first, bearing + turn, earlier)
+            if first not in closed:
+                closed[first] = self._close_loop(first, bearing + turn, earlier)
+            walk, estimate_ratio = closed[first]
             if walk is not None and (
                 best is None or walk.rank(self.target) < best.rank(self.target)
             ):
@@ -534,7 +553,14 @@ class _LoopSearch:
             factor[self.stem] = earlier[self.stem]
             heading += turn
             walk, ratio = closing.close_walk(
-                self.ctx, nodes, edges, self.target, factor, self.limit, None
+                self.ctx,
+                nodes,
+                edges,
+                self.target,
+                factor,
+                self.limit,
+                None,
+                min_length=self.min_length,
             )
             if walk is not None and (
                 best is None or walk.rank(self.target) < best.rank(self.target)
@@ -577,7 +603,14 @@ class _LoopSearch:
         # The stem of a dead-end start is the only way back, so it keeps its normal cost.
         factor[self.stem] = earlier[self.stem]
         return closing.close_walk(
-            self.ctx, first_path, first_edges, self.target, factor, self.limit, bearing
+            self.ctx,
+            first_path,
+            first_edges,
+            self.target,
+            factor,
+            self.limit,
+            bearing,
+            min_length=self.min_length,
         )
 
 
