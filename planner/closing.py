@@ -97,6 +97,7 @@ def close_walk(
     bearing: float | None = None,
     keep_prefix: bool = False,
     min_length: float = 0.0,
+    out_tree: np.ndarray | None = None,
 ) -> tuple[Walk | None, float]:
     """Close `prefix` (a walk from the start) back to the start with total length `goal`.
 
@@ -106,12 +107,15 @@ def close_walk(
     the prefix (a route the user chose). Returns the best walk and the ratio of the longest
     estimated closed walk to `goal` (0 when no B was reachable). The walk is None when no B
     was reachable or when even the longest estimate is shorter than `min_length`: spur
-    trimming only shortens a walk, so no walk built then would reach it.
+    trimming only shortens a walk, so no walk built then would reach it. `out_tree` is
+    the predecessor array of the search from the walk's end under `factor` and `limit`,
+    when the caller has already run it.
     """
     network = ctx.network
     end = prefix_nodes[-1]
     prefix_length = float(network.length[prefix_edges].sum()) if prefix_edges else 0.0
-    _, out_tree = shortest_tree(cost_matrix(network, ctx.costs, factor), end, limit)
+    if out_tree is None:
+        _, out_tree = shortest_tree(cost_matrix(network, ctx.costs, factor), end, limit)
     _, back_tree = shortest_tree(
         cost_matrix(network, ctx.costs, factor, reverse=True), ctx.start, limit
     )

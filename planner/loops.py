@@ -534,10 +534,15 @@ class _LoopSearch:
         factor = earlier.copy()
         heading = bearing
         best: Walk | None = None
+        # Each leg starts from the end of the walk closed after the leg before, under the same
+        # factor, so it reuses that closing's tree. Its limit is larger, so the leg keeps
+        # only the nodes within 2 * leg, as its own search would reach.
+        distances, tree = shortest_tree(
+            cost_matrix(network, self.ctx.costs, factor), self.start, 2.0 * leg
+        )
         for _ in range(POLYGON_LEGS):
             end = nodes[-1]
-            _, tree = shortest_tree(cost_matrix(network, self.ctx.costs, factor), end, 2.0 * leg)
-            reached = np.flatnonzero(tree >= 0)
+            reached = np.flatnonzero((tree >= 0) & (distances <= 2.0 * leg))
             if reached.size == 0:
                 break
             real = tree_sums(network, tree, reached, self.ctx.values[:, :1])[:, 0]
@@ -552,6 +557,9 @@ class _LoopSearch:
             factor[path_edge_list] *= USED_EDGE_FACTOR
             factor[self.stem] = earlier[self.stem]
             heading += turn
+            distances, tree = shortest_tree(
+                cost_matrix(network, self.ctx.costs, factor), nodes[-1], self.limit
+            )
             walk, ratio = closing.close_walk(
                 self.ctx,
                 nodes,
@@ -561,6 +569,7 @@ class _LoopSearch:
                 self.limit,
                 None,
                 min_length=self.min_length,
+                out_tree=tree,
             )
             if walk is not None and (
                 best is None or walk.rank(self.target) < best.rank(self.target)
