@@ -98,6 +98,7 @@ def close_walk(
     keep_prefix: bool = False,
     min_length: float = 0.0,
     out_tree: np.ndarray | None = None,
+    short_rounds: int = CORRECTION_ROUNDS,
 ) -> tuple[Walk | None, float]:
     """Close `prefix` (a walk from the start) back to the start with total length `goal`.
 
@@ -109,7 +110,9 @@ def close_walk(
     was reachable or when even the longest estimate is shorter than `min_length`: spur
     trimming only shortens a walk, so no walk built then would reach it. `out_tree` is
     the predecessor array of the search from the walk's end under `factor` and `limit`,
-    when the caller has already run it.
+    when the caller has already run it. When even the longest estimate misses `goal` by
+    more than GOOD_ERROR, no walk can come within it, and only `short_rounds` rounds of
+    candidates are built.
     """
     network = ctx.network
     end = prefix_nodes[-1]
@@ -146,7 +149,8 @@ def close_walk(
     best: Walk | None = None
     aim = goal
     tried: set[int] = set()
-    for _ in range(CORRECTION_ROUNDS):
+    rounds = short_rounds if ratio < 1.0 - GOOD_ERROR else CORRECTION_ROUNDS
+    for _ in range(rounds):
         error = np.abs(estimate - aim) / goal
         rank = error * 4.0 + np.maximum(detour - 1.4, 0.0) + turn - 2.0 * PREFERENCE_WEIGHT * liked
         order = np.argsort(rank)[: CANDIDATES_PER_ROUND * 3]

@@ -540,7 +540,7 @@ class _LoopSearch:
         distances, tree = shortest_tree(
             cost_matrix(network, self.ctx.costs, factor), self.start, 2.0 * leg
         )
-        for _ in range(POLYGON_LEGS):
+        for leg_index in range(POLYGON_LEGS):
             end = nodes[-1]
             reached = np.flatnonzero((tree >= 0) & (distances <= 2.0 * leg))
             if reached.size == 0:
@@ -570,6 +570,9 @@ class _LoopSearch:
                 None,
                 min_length=self.min_length,
                 out_tree=tree,
+                # A walk too short to come within GOOD_ERROR here leads to another leg, and
+                # a longer walk closed after it, except after the last leg.
+                short_rounds=1 if leg_index < POLYGON_LEGS - 1 else closing.CORRECTION_ROUNDS,
             )
             if walk is not None and (
                 best is None or walk.rank(self.target) < best.rank(self.target)
