@@ -535,8 +535,8 @@ class _LoopSearch:
         heading = bearing
         best: Walk | None = None
         # Each leg starts from the end of the walk closed after the leg before, under the same
-        # factor, so it reuses that closing's tree. Its limit is larger, so the leg keeps
-        # only the nodes within 2 * leg, as its own search would reach.
+        # factor, so it reuses that closing's tree. That search has a larger limit, so the
+        # leg keeps only the nodes within 2 * leg, which its own search would reach.
         distances, tree = shortest_tree(
             cost_matrix(network, self.ctx.costs, factor), self.start, 2.0 * leg
         )
