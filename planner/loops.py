@@ -361,8 +361,8 @@ def _pivot_walks(
         rest = search.target - 2.0 * stem_length
         if rest < PIVOT_MIN_LOOP_SHARE * search.target:
             continue
-        # The stem is walked on top of the inner loop, so the walk misses the whole target
-        # by more than MAX_ERROR only when the loop is shorter than this.
+        # The stem is walked on top of the inner loop, so a loop shorter than this leaves
+        # the whole walk more than MAX_ERROR short of the target.
         inner = _LoopSearch(
             network, preference, pivot, rest, min_length=rest - MAX_ERROR * search.target
         )
