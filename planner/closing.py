@@ -96,6 +96,9 @@ def close_walk(
     limit: float,
     bearing: float | None = None,
     keep_prefix: bool = False,
+    min_length: float = 0.0,
+    out_tree: np.ndarray | None = None,
+    short_rounds: int = CORRECTION_ROUNDS,
 ) -> tuple[Walk | None, float]:
     """Close `prefix` (a walk from the start) back to the start with total length `goal`.
 
@@ -103,12 +106,19 @@ def close_walk(
     cost `limit` of the walk's end and of the start. With `bearing`, B near that compass
     direction from the start is preferred. With `keep_prefix`, spur trimming never cuts into
     the prefix (a route the user chose). Returns the best walk and the ratio of the longest
-    estimated closed walk to `goal` (0 when no B was reachable).
+    estimated closed walk to `goal` (0 when no B was reachable). The walk is None when no B
+    was reachable or when even the longest estimate is shorter than `min_length`: spur
+    trimming only shortens a walk, so no walk built then would reach it. `out_tree` is
+    the predecessor array of the search from the walk's end under `factor` and `limit`,
+    when the caller has already run it. When even the longest estimate misses `goal` by
+    more than GOOD_ERROR, no walk can come within it, and only `short_rounds` rounds of
+    candidates are built.
     """
     network = ctx.network
     end = prefix_nodes[-1]
     prefix_length = float(network.length[prefix_edges].sum()) if prefix_edges else 0.0
-    _, out_tree = shortest_tree(cost_matrix(network, ctx.costs, factor), end, limit)
+    if out_tree is None:
+        _, out_tree = shortest_tree(cost_matrix(network, ctx.costs, factor), end, limit)
     _, back_tree = shortest_tree(
         cost_matrix(network, ctx.costs, factor, reverse=True), ctx.start, limit
     )
@@ -125,6 +135,8 @@ def close_walk(
     closing = out_sums[:, 0] + back_sums[:, 0]
     estimate = prefix_length + closing
     ratio = float(estimate.max()) / goal
+    if estimate.max() < min_length:
+        return None, ratio
     crow_end = np.hypot(network.x[both] - network.x[end], network.y[both] - network.y[end])
     detour = closing / (crow_end + ctx.crow[both] + 1.0)
     liked = (out_sums[:, 1] + back_sums[:, 1]) / np.maximum(closing, 1.0)
@@ -137,7 +149,8 @@ def close_walk(
     best: Walk | None = None
     aim = goal
     tried: set[int] = set()
-    for _ in range(CORRECTION_ROUNDS):
+    rounds = short_rounds if ratio < 1.0 - GOOD_ERROR else CORRECTION_ROUNDS
+    for _ in range(rounds):
         error = np.abs(estimate - aim) / goal
         rank = error * 4.0 + np.maximum(detour - 1.4, 0.0) + turn - 2.0 * PREFERENCE_WEIGHT * liked
         order = np.argsort(rank)[: CANDIDATES_PER_ROUND * 3]

@@ -379,7 +379,11 @@ def _pivot_walks(
         rest = search.target - 2.0 * stem_length
         if rest < PIVOT_MIN_LOOP_SHARE * search.target:
             continue
-        inner = _LoopSearch(network, preference, pivot, rest)
+        # The stem is walked on top of the inner loop, so a loop shorter than this leaves
+        # the whole walk more than MAX_ERROR short of the target.
+        inner = _LoopSearch(
+            network, preference, pivot, rest, min_length=rest - MAX_ERROR * search.target
+        )
         seen: list[list[int]] = []
         for offset in PIVOT_BEARINGS[: PIVOT_SEARCHES - searches]:
             searches += 1
@@ -447,10 +451,20 @@ def _walkable_back(network: Network, nodes: list[int]) -> bool:
 class _LoopSearch:
     """Shared state of one request: the start's shortest-path tree and edge costs."""
 
-    def __init__(self, network: Network, preference: Preference, start: int, target: float):
+    def __init__(
+        self,
+        network: Network,
+        preference: Preference,
+        start: int,
+        target: float,
+        min_length: float | None = None,
+    ):
         self.network = network
         self.start = start
         self.target = target
+        # Closings whose longest estimate is shorter than this build no walk, because
+        # the caller rejects such walks. None means MAX_ERROR short of the target.
+        self.min_length = (1.0 - MAX_ERROR) * target if min_length is None else min_length
         costs = _loop_costs(network, preference)
         self.ctx = closing.context(network, start, costs, edge_scores(network, preference))
         # Search radii in cost units: A lies at most MAX_FIRST_LEG_SHARE * 1.2 of the target
@@ -485,6 +499,9 @@ class _LoopSearch:
         # First waypoints in a pocket (a pier, a cul-de-sac estate) have no way on but the way
         # they came, so the area around one where closing failed is skipped on the next try.
         blocked = np.zeros(self.start_reached.shape[0], dtype=bool)
+        # Where the reach caps the leg, a later try picks the same first waypoint again,
+        # and the same inputs close it the same way, so the result is reused.
+        closed: dict[int, tuple[Walk | None, float]] = {}
         for _ in range(FIRST_WAYPOINT_TRIES):
             # In a network smaller than the loop (an old town, a small island) the first
             # waypoint stays inside it, short of its far end.
@@ -492,7 +509,9 @@ class _LoopSearch:
             first = self._first_waypoint(bearing, distance, blocked)
             if first is None:
                 return best
-            walk, estimate_ratio = self._close_loop(first, bearing + turn, earlier)
+            if first not in closed:
+                closed[first] = self._close_loop(first, bearing + turn, earlier)
+            walk, estimate_ratio = closed[first]
             if walk is not None and (
                 best is None or walk.rank(self.target) < best.rank(self.target)
             ):
@@ -533,10 +552,15 @@ class _LoopSearch:
         factor = earlier.copy()
         heading = bearing
         best: Walk | None = None
-        for _ in range(POLYGON_LEGS):
+        # Each leg starts from the end of the walk closed after the leg before, under the same
+        # factor, so it reuses that closing's tree. That search has a larger limit, so the
+        # leg keeps only the nodes within 2 * leg, which its own search would reach.
+        distances, tree = shortest_tree(
+            cost_matrix(network, self.ctx.costs, factor), self.start, 2.0 * leg
+        )
+        for leg_index in range(POLYGON_LEGS):
             end = nodes[-1]
-            _, tree = shortest_tree(cost_matrix(network, self.ctx.costs, factor), end, 2.0 * leg)
-            reached = np.flatnonzero(tree >= 0)
+            reached = np.flatnonzero((tree >= 0) & (distances <= 2.0 * leg))
             if reached.size == 0:
                 break
             real = tree_sums(network, tree, reached, self.ctx.values[:, :1])[:, 0]
@@ -551,8 +575,22 @@ class _LoopSearch:
             factor[path_edge_list] *= USED_EDGE_FACTOR
             factor[self.stem] = earlier[self.stem]
             heading += turn
+            distances, tree = shortest_tree(
+                cost_matrix(network, self.ctx.costs, factor), nodes[-1], self.limit
+            )
             walk, ratio = closing.close_walk(
-                self.ctx, nodes, edges, self.target, factor, self.limit, None
+                self.ctx,
+                nodes,
+                edges,
+                self.target,
+                factor,
+                self.limit,
+                None,
+                min_length=self.min_length,
+                out_tree=tree,
+                # A walk too short to come within GOOD_ERROR here leads to another leg, and
+                # a longer walk closed after it, except after the last leg.
+                short_rounds=1 if leg_index < POLYGON_LEGS - 1 else closing.CORRECTION_ROUNDS,
             )
             if walk is not None and (
                 best is None or walk.rank(self.target) < best.rank(self.target)
@@ -595,7 +633,14 @@ class _LoopSearch:
         # The stem of a dead-end start is the only way back, so it keeps its normal cost.
         factor[self.stem] = earlier[self.stem]
         return closing.close_walk(
-            self.ctx, first_path, first_edges, self.target, factor, self.limit, bearing
+            self.ctx,
+            first_path,
+            first_edges,
+            self.target,
+            factor,
+            self.limit,
+            bearing,
+            min_length=self.min_length,
         )
 
 

@@ -26,7 +26,15 @@ from planner import (
     start_route,
     suggest_candidates,
 )
-from planner.routing import path_edges
+from planner import closing
+from planner.routing import (
+    USED_EDGE_FACTOR,
+    cost_matrix,
+    edge_costs,
+    path_edges,
+    shortest_tree,
+    tree_path,
+)
 from planner.walks import edge_jaccard, trim_spurs, walk_coordinates
 from warehouse.schema import CELL_AREAS, CELL_EDGE_FEATURES, REGION_EDGES, REGION_NODES
 
@@ -350,6 +358,45 @@ def test_grid_loops_hit_target(grid_network: Network) -> None:
         assert_closed_walk(grid_network, loop.node_ids, loop.edge_ids)
         measured = sum(segment.length_m for segment in loop.segments)
         assert measured == pytest.approx(loop.distance_m, abs=1.0)
+
+
+def grid_closing(network: Network):
+    """Return the closing context, prefix and edge factor of a walk 800 m east from the centre."""
+    start = int(np.argmin(np.hypot(network.x, network.y)))
+    costs = edge_costs(network, parse_preference(""))
+    ctx = closing.context(network, start, costs, np.zeros(network.edge_count))
+    _, tree = shortest_tree(cost_matrix(network, costs), start, np.inf)
+    end = int(np.argmin(np.hypot(network.x - 800.0, network.y)))
+    prefix = tree_path(tree, end)
+    prefix_edges = path_edges(network, prefix)
+    factor = np.ones(network.edge_count)
+    factor[prefix_edges] = USED_EDGE_FACTOR
+    return ctx, prefix, prefix_edges, factor
+
+
+def test_close_walk_reuses_given_out_tree(grid_network: Network) -> None:
+    ctx, prefix, prefix_edges, factor = grid_closing(grid_network)
+    plain, plain_ratio = closing.close_walk(ctx, prefix, prefix_edges, 4000.0, factor, 2400.0)
+    _, out_tree = shortest_tree(cost_matrix(grid_network, ctx.costs, factor), prefix[-1], 2400.0)
+    given, given_ratio = closing.close_walk(
+        ctx, prefix, prefix_edges, 4000.0, factor, 2400.0, out_tree=out_tree
+    )
+    assert plain is not None
+    assert given is not None
+    assert given.edges == plain.edges
+    assert given_ratio == plain_ratio
+
+
+def test_close_walk_skips_walks_below_min_length(grid_network: Network) -> None:
+    ctx, prefix, prefix_edges, factor = grid_closing(grid_network)
+    walk, ratio = closing.close_walk(ctx, prefix, prefix_edges, 4000.0, factor, 2400.0)
+    assert walk is not None
+    assert walk.length <= ratio * 4000.0 + 1e-6
+    skipped, skipped_ratio = closing.close_walk(
+        ctx, prefix, prefix_edges, 4000.0, factor, 2400.0, min_length=ratio * 4000.0 + 1.0
+    )
+    assert skipped is None
+    assert skipped_ratio == ratio
 
 
 def test_grid_loops_differ(grid_network: Network) -> None:
