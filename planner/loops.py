@@ -77,10 +77,12 @@ EXTRA_PREFERENCE_WEIGHT = 1.0
 # With a preference the first bearing turns towards liked ways. BEARING_STEPS bearings are
 # scored by the liked share of a disc whose radius is LOOP_RADIUS_SHARE of the target. That
 # is target / 2 pi, the radius of a circle with the target as perimeter. Each 180 degrees
-# turned away from the seed's bearing costs BEARING_TURN_WEIGHT of the score.
+# turned away from the seed's bearing costs BEARING_TURN_WEIGHT of the score. Discs with
+# less than BEARING_MIN_LENGTH_SHARE of the edge length of the fullest disc are skipped.
 LOOP_RADIUS_SHARE = 0.16
 BEARING_STEPS = 12
 BEARING_TURN_WEIGHT = 0.1
+BEARING_MIN_LENGTH_SHARE = 0.5
 
 # Without a preference, walks whose rank lies within RANK_TIE of the best count as equally
 # good and the earliest found of them comes first. The search starts at the seed's bearing,
@@ -252,7 +254,8 @@ def _liked_bearing(search: _LoopSearch, bearing: float, turn: float) -> float:
     length = inside @ values[:, 0]
     liked = inside @ values[:, 1]
     score = liked / np.maximum(length, 1.0) - BEARING_TURN_WEIGHT * np.abs(offsets) / 180.0
-    score[length <= 0.0] = -np.inf
+    # A disc with few ways (a bare slope) offers few loops that close near the target.
+    score[length < BEARING_MIN_LENGTH_SHARE * length.max()] = -np.inf
     return float(bearing + offsets[int(np.argmax(score))])
 
 
@@ -309,14 +312,17 @@ def _add_distinct(walks: list[Walk], walk: Walk, target: float) -> bool:
 def _select(walks: list[Walk], target: float, alternatives: int, tie: float) -> list[Walk]:
     """Return the first walk and the alternatives that come close enough to it in length.
 
-    The first walk is the earliest found of those ranked within `tie` of the best.
+    The first walk is the earliest found of those ranked within `tie` of the best, among the
+    walks within ALTERNATIVE_ERROR of the target when there are any, so that a liked share
+    or a short stem never puts a loop off the target first.
     Alternatives lie within ALTERNATIVE_ERROR of the target, or, when the first walk misses
     that, within ALTERNATIVE_SLACK of its error: fewer loops beat bad ones.
     """
     if not walks:
         return []
-    best_rank = min(_rank(walk, target) for walk in walks)
-    first = next(walk for walk in walks if _rank(walk, target) <= best_rank + tie)
+    pool = [walk for walk in walks if walk.error(target) <= ALTERNATIVE_ERROR] or walks
+    best_rank = min(_rank(walk, target) for walk in pool)
+    first = next(walk for walk in pool if _rank(walk, target) <= best_rank + tie)
     ranked = sorted(walks, key=lambda walk: _rank(walk, target))
     bar = max(ALTERNATIVE_ERROR, first.error(target) + ALTERNATIVE_SLACK)
     if first.error(target) <= ALTERNATIVE_ERROR:
