@@ -73,7 +73,17 @@ STEM_WEIGHT = 0.5
 # Liked edges cost this share less again in loop searches than in the shared edge costs,
 # and the liked share of a walk weighs this much more when loops are ranked.
 LOOP_LIKE_DISCOUNT = 0.7
-EXTRA_PREFERENCE_WEIGHT = 0.6
+EXTRA_PREFERENCE_WEIGHT = 1.0
+
+# With a preference the first bearing turns towards liked ways. BEARING_STEPS bearings are
+# scored by the liked share of a disc whose radius is LOOP_RADIUS_SHARE of the target. That
+# is target / 2 pi, the radius of a circle with the target as perimeter. Each 180 degrees
+# turned away from the seed's bearing costs BEARING_TURN_WEIGHT of the score. Discs with
+# less than BEARING_MIN_LENGTH_SHARE of the edge length of the fullest disc are skipped.
+LOOP_RADIUS_SHARE = 0.16
+BEARING_STEPS = 12
+BEARING_TURN_WEIGHT = 0.1
+BEARING_MIN_LENGTH_SHARE = 0.5
 
 # Without a preference, walks whose rank lies within RANK_TIE of the best count as equally
 # good and the earliest found of them comes first. The search starts at the seed's bearing,
@@ -180,6 +190,8 @@ def plan_loops(
     tie = RANK_TIE if not preference.groups else 0.0
     first_bearing = float(rng.uniform(0.0, 360.0))
     turn = SECOND_WAYPOINT_TURN * float(rng.choice([-1.0, 1.0]))
+    if preference.groups:
+        first_bearing = _liked_bearing(search, first_bearing, turn)
     walks: list[Walk] = []
     # Seeded noise on edge costs makes different seeds take different streets between the
     # same waypoints. Liked edges get less of it, so it does not wash out the preference.
@@ -225,6 +237,44 @@ def plan_loops(
         )
     walks = _select(walks, target_m, alternatives, tie)
     return [_to_loop(network, walk, start.distance_m) for walk in walks]
+
+
+def _liked_bearing(search: _LoopSearch, bearing: float, turn: float) -> float:
+    """Turn the first bearing towards the side of the start with the most liked ways.
+
+    A loop through waypoints at `bearing` and `bearing + turn` lies roughly in a disc with a
+    radius of LOOP_RADIUS_SHARE of the target, centred that far from the start half way
+    between the two bearings. The penalty for turning keeps seeds apart where liked ways
+    surround the start.
+    """
+    # NOTE: where liked ways form one long strip (a shore path), loops still come back over
+    # streets, because each leg takes the cheapest way and walking the strip twice is retrace.
+    network = search.network
+    start = search.start
+    radius = LOOP_RADIUS_SHARE * search.target
+    mid_x = 0.5 * (network.x[network.edge_u] + network.x[network.edge_v]) - network.x[start]
+    mid_y = 0.5 * (network.y[network.edge_u] + network.y[network.edge_v]) - network.y[start]
+    # Every disc lies within twice its radius of the start.
+    near = np.flatnonzero(np.hypot(mid_x, mid_y) <= 2.0 * radius)
+    if near.size == 0:
+        return bearing
+    offsets = np.arange(BEARING_STEPS) * 360.0 / BEARING_STEPS
+    offsets = np.where(offsets > 180.0, offsets - 360.0, offsets)
+    centres = np.radians(bearing + offsets + 0.5 * turn)
+    inside = (
+        np.hypot(
+            mid_x[near][None, :] - radius * np.sin(centres)[:, None],
+            mid_y[near][None, :] - radius * np.cos(centres)[:, None],
+        )
+        <= radius
+    )
+    values = search.ctx.values[near]
+    length = inside @ values[:, 0]
+    liked = inside @ values[:, 1]
+    score = liked / np.maximum(length, 1.0) - BEARING_TURN_WEIGHT * np.abs(offsets) / 180.0
+    # A disc with few ways (a bare slope) offers few loops that close near the target.
+    score[length < BEARING_MIN_LENGTH_SHARE * length.max()] = -np.inf
+    return float(bearing + offsets[int(np.argmax(score))])
 
 
 def _rank(walk: Walk, target: float) -> float:
@@ -280,14 +330,17 @@ def _add_distinct(walks: list[Walk], walk: Walk, target: float) -> bool:
 def _select(walks: list[Walk], target: float, alternatives: int, tie: float) -> list[Walk]:
     """Return the first walk and the alternatives that come close enough to it in length.
 
-    The first walk is the earliest found of those ranked within `tie` of the best.
+    The first walk is the earliest found of those ranked within `tie` of the best, among the
+    walks within ALTERNATIVE_ERROR of the target when there are any, so that a liked share
+    or a short stem never puts a loop off the target first.
     Alternatives lie within ALTERNATIVE_ERROR of the target, or, when the first walk misses
     that, within ALTERNATIVE_SLACK of its error: fewer loops beat bad ones.
     """
     if not walks:
         return []
-    best_rank = min(_rank(walk, target) for walk in walks)
-    first = next(walk for walk in walks if _rank(walk, target) <= best_rank + tie)
+    pool = [walk for walk in walks if walk.error(target) <= ALTERNATIVE_ERROR] or walks
+    best_rank = min(_rank(walk, target) for walk in pool)
+    first = next(walk for walk in pool if _rank(walk, target) <= best_rank + tie)
     ranked = sorted(walks, key=lambda walk: _rank(walk, target))
     bar = max(ALTERNATIVE_ERROR, first.error(target) + ALTERNATIVE_SLACK)
     if first.error(target) <= ALTERNATIVE_ERROR:
