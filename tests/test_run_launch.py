@@ -102,6 +102,25 @@ def event_types(instance: DagsterInstance, run_id: str) -> list[DagsterEventType
     ]
 
 
+def started_worker(instance: DagsterInstance) -> tuple[str, dict]:
+    """Launch `wait_job`, wait until its step runs; return the run id and its worker tag."""
+    run_id = launch(instance, wait_job)
+    wait_for_status(instance, run_id, {DagsterRunStatus.STARTED})
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while DagsterEventType.STEP_START not in event_types(instance, run_id):
+        assert time.monotonic() < deadline, "the step did not start"
+        time.sleep(0.1)
+    return run_id, json.loads(instance.get_run_by_id(run_id).tags[RUN_WORKER_TAG])
+
+
+def kill_and_wait(worker: dict) -> None:
+    os.kill(worker["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while process_start_ticks(worker["pid"]) == worker["start_ticks"]:
+        assert time.monotonic() < deadline, f"worker pid {worker['pid']} did not exit"
+        time.sleep(0.05)
+
+
 def test_run_executes_in_forked_worker(instance: DagsterInstance):
     assert isinstance(instance.run_launcher, ForkServerRunLauncher)
     run_id = launch(instance, quick_job)
@@ -138,13 +157,8 @@ def test_step_failure_reason_is_recorded(instance: DagsterInstance):
 
 
 def test_terminate_cancels_running_worker(instance: DagsterInstance):
-    run_id = launch(instance, wait_job)
-    wait_for_status(instance, run_id, {DagsterRunStatus.STARTED})
     # Terminate once the step runs, so the interrupt reaches the op's code.
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while DagsterEventType.STEP_START not in event_types(instance, run_id):
-        assert time.monotonic() < deadline, "the step did not start"
-        time.sleep(0.1)
+    run_id, _ = started_worker(instance)
     assert instance.run_launcher.terminate(run_id)
     status = wait_for_status(
         instance, run_id, {DagsterRunStatus.CANCELED, DagsterRunStatus.FAILURE,
@@ -170,25 +184,6 @@ def test_terminate_ignores_other_host(instance: DagsterInstance):
                            DagsterRunStatus.SUCCESS},
     )
     assert status != DagsterRunStatus.SUCCESS
-
-
-def started_worker(instance: DagsterInstance) -> tuple[str, dict]:
-    """Launch `wait_job`, wait until its step runs; return the run id and its worker tag."""
-    run_id = launch(instance, wait_job)
-    wait_for_status(instance, run_id, {DagsterRunStatus.STARTED})
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while DagsterEventType.STEP_START not in event_types(instance, run_id):
-        assert time.monotonic() < deadline, "the step did not start"
-        time.sleep(0.1)
-    return run_id, json.loads(instance.get_run_by_id(run_id).tags[RUN_WORKER_TAG])
-
-
-def kill_and_wait(worker: dict) -> None:
-    os.kill(worker["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while process_start_ticks(worker["pid"]) == worker["start_ticks"]:
-        assert time.monotonic() < deadline, f"worker pid {worker['pid']} did not exit"
-        time.sleep(0.05)
 
 
 def test_monitoring_fails_run_of_killed_worker(instance: DagsterInstance):
