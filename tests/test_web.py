@@ -276,9 +276,17 @@ def test_step_by_step_route(web: PageUnderTest):
     expect(page.locator("#finalize")).to_be_disabled()
     web.shot("6-candidates")
 
-    # First waypoint from a marker's popup, the second from the list.
-    page.locator(".candidate-icon").first.click()
+    # First waypoint from a marker's popup, the second from the list. The map zooms to fit
+    # the candidates with an animation, and a click during it can miss the marker, so the
+    # click is repeated until the popup opens.
     popup = page.locator(".leaflet-popup-content")
+    for _ in range(3):
+        page.locator(".candidate-icon").first.click()
+        try:
+            popup.wait_for(state="visible", timeout=2000)
+            break
+        except sync_api.TimeoutError:
+            continue
     expect(popup).to_contain_text("Waypoint 1")
     expect(popup.locator(".reason")).not_to_be_empty()
     page.wait_for_timeout(500)  # lets the popup fade in and the map pan to it before the shot
