@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -323,18 +324,14 @@ def run_region(
             request_seed = int(rng.integers(1, 1 << 30))
             # Drawn whether or not loops run, so that every request keeps its seed.
             seeds = [int(value) for value in rng.integers(1, 1 << 30, size=DIVERSITY_SEEDS - 1)]
+            # The outcome of one request from this start and target, given its preference.
+            new_outcome = functools.partial(
+                Outcome, name, index, start.lat, start.lon, start.component_m, target
+            )
+
             outcomes = {}
             for preference in PREFERENCES if loops else ():
-                outcome = Outcome(
-                    name,
-                    index,
-                    start.lat,
-                    start.lon,
-                    start.component_m,
-                    target,
-                    preference,
-                    request_seed,
-                )
+                outcome = new_outcome(preference, request_seed)
                 run_loops(network, reference, outcome, start)
                 results.loops.append(outcome)
                 outcomes[preference] = outcome
@@ -345,17 +342,7 @@ def run_region(
             if interactive:
                 # One step-by-step route per start and target, the preference alternating
                 # by start, because each costs about as much as several loop requests.
-                preference = PREFERENCES[index % len(PREFERENCES)]
-                outcome = Outcome(
-                    name,
-                    index,
-                    start.lat,
-                    start.lon,
-                    start.component_m,
-                    target,
-                    preference,
-                    request_seed,
-                )
+                outcome = new_outcome(PREFERENCES[index % len(PREFERENCES)], request_seed)
                 run_interactive(network, reference, outcome, start, pick)
                 results.interactive.append(outcome)
     cycles: dict[int, float] = {}

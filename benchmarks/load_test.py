@@ -182,26 +182,9 @@ def cold_starts(data_dir: Path, count: int) -> list[tuple[float, float]]:
 
 def request_each_once(base_url: str, starts: list, clients: int) -> None:
     """Request a loop from every start once, so each worker has loaded the network."""
-    pending = iter(starts)
-    lock = threading.Lock()
-
-    def client_loop() -> None:
-        with httpx.Client(base_url=base_url, timeout=120) as client:
-            while True:
-                with lock:
-                    start = next(pending, None)
-                if start is None:
-                    return
-                client.post(
-                    "/api/loops",
-                    json={"lat": start[0], "lon": start[1], "target_distance": TARGET_M},
-                )
-
-    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    common.post_loops_concurrently(
+        base_url, starts, clients, {"target_distance": TARGET_M}, None, timeout_s=120
+    )
 
 
 def warm_load(base_url: str, starts: list, clients: int, duration_s: float) -> dict:
