@@ -95,11 +95,13 @@ class _ForkServer:
         """Send one request to the server and return its reply."""
         stdin, stdout = self.process.stdin, self.process.stdout
         assert stdin is not None and stdout is not None
+
         try:
             stdin.write(json.dumps(payload) + "\n")
             stdin.flush()
         except (BrokenPipeError, ValueError) as error:
             raise ForkServerUnavailable(f"the fork server stopped: {error}") from error
+
         ready, _, _ = select.select([stdout], [], [], REPLY_TIMEOUT_S)
         if not ready:
             self.stop()
@@ -107,6 +109,7 @@ class _ForkServer:
                 f"the fork server (pid {self.process.pid}) did not reply within "
                 f"{REPLY_TIMEOUT_S:.0f} s; it was stopped and the next launch starts a new one"
             )
+
         line = stdout.readline()
         if not line:
             raise ForkServerUnavailable(
@@ -147,7 +150,7 @@ class ForkServerRunLauncher(RunLauncher, ConfigurableClass):
     records the worker's host, pid and start time, so `terminate` works from any process
     on the same host.
 
-    Run monitoring asks `check_run_worker_health` about every STARTED run, so a run whose
+    Run monitoring calls `check_run_worker_health` for every STARTED run, so a run whose
     worker died without ending it is marked failed at the next monitoring poll.
 
     NOTE: a worker that dies while its run is still STARTING is only caught by the start

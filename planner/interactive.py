@@ -656,8 +656,8 @@ class _Returns:
     """The ways back from an end once the path to it is walked too.
 
     Where the shortest way back shares no edge with the path to the end, it stays the
-    shortest and `back_tree` gives its length. Otherwise a search from the end finds it. The same search tells whether a way back of a given length exists, through
-    some node B. The number of searches is bounded (RETURN_SEARCH_NODES); ends beyond that
+    shortest and `back_tree` gives its length. Otherwise a search from the end finds it.
+    The same search shows whether a way back of a given length exists through some node B. The number of searches is bounded (RETURN_SEARCH_NODES); ends beyond that
     count as having no way back.
     """
 

@@ -145,7 +145,7 @@ class Loop(msgspec.Struct, frozen=True):
     retrace_share: float
     snap_distance_m: float
     # Share of the length walked out from the start and back the same way, both directions
-    # counted. retrace_share leaves it out, so shape says how much of the walk is a loop.
+    # counted. retrace_share leaves it out, so shape shows how much of the walk is a loop.
     stem_share: float = 0.0
     shape: Literal["loop", "stem_and_loop", "out_and_back"] = "loop"
 

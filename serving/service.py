@@ -673,7 +673,10 @@ class RouteService:
         return f"{error}: {reason}" if reason else error
 
     def _stranded_cells(self, job: Job) -> list[str]:
-        """Return the job's cells that are not ready and that no build run is working on."""
+        """Return the job's cells that are not ready and that no build run is working on.
+
+        The warehouse is read again, because a run may have finished since the caller looked.
+        """
         params = job.params
         area = self.locate(params["lat"], params["lon"], params["target_distance"])
         missing = [cell for cell in job.cells if cell not in area.ready]

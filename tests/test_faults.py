@@ -410,8 +410,8 @@ def test_unwritable_path_fails_job_with_reason(fault_servers: list[LiveServer]):
                 "/api/loops", json={"lat": lat, "lon": lon, "target_distance": COLD_DISTANCE_M}
             )
             assert response.status_code == 202, response.text
-            # Another target needs the same cells; while the first run builds them, this
-            # job launches no run of its own and must still fail when that run fails.
+            # Another target needs the same cells. While the first run builds them, this
+            # job launches no run of its own, and it must still fail when that run fails.
             sharing = client.post(
                 "/api/loops", json={"lat": lat, "lon": lon, "target_distance": 2000}
             )

@@ -292,7 +292,7 @@ def lollipop_network() -> Network:
     return builder.network()
 
 
-def test_step_route_from_dead_end_walks_stem_and_ring() -> None:
+def test_step_route_dead_end_stem() -> None:
     network = lollipop_network()
     state = start_route(network, *to_lat_lon(0.0, -1000.0), 4000.0)
     for _ in range(30):
@@ -323,9 +323,9 @@ def test_heidelberg_step_routes_near_target_with_any_pick() -> None:
     assert hits >= 7
 
 
-# Starts where the first steps lead into ways whose way back, once the step is walked, is
-# far longer or shorter than it looks: a street only joined to the rest at its ends, and a
-# mountain valley reached over a long path.
+# Starts where the way back from the first steps, once a step is walked, is far longer or
+# shorter than it looks, for example on a street joined to the rest only at its ends, or in
+# a mountain valley reached over a long path.
 HARD_STEP_STARTS = [
     ("heidelberg", 49.450502, 8.802676, 3000.0, ""),
     ("heidelberg", 49.443800, 8.750871, 3000.0, "parks and water"),
