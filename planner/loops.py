@@ -129,6 +129,10 @@ POCKET_SHARE = 0.1
 FALLBACK_ERROR = 0.04
 POLYGON_LEGS = 5
 POLYGON_LEG_SHARE = 0.2
+# Weight of the liked share of the way to each polygon corner, against its turn and length
+# error. Small networks get most loops from polygon walks, so a preference must move the
+# corners too, not only the ways between them.
+POLYGON_LIKE_WEIGHT = 2.5
 
 
 class Loop(msgspec.Struct, frozen=True):
@@ -616,11 +620,13 @@ class _LoopSearch:
             reached = np.flatnonzero((tree >= 0) & (distances <= 2.0 * leg))
             if reached.size == 0:
                 break
-            real = tree_sums(network, tree, reached, self.ctx.values[:, :1])[:, 0]
+            sums = tree_sums(network, tree, reached, self.ctx.values)
+            real = sums[:, 0]
+            liked = sums[:, 1] / np.maximum(real, 1.0)
             dx = network.x[reached] - network.x[end]
             dy = network.y[reached] - network.y[end]
             angle = closing.angle_between(np.degrees(np.arctan2(dx, dy)) % 360.0, heading)
-            score = angle / 90.0 + np.abs(real - leg) / leg
+            score = angle / 90.0 + np.abs(real - leg) / leg - POLYGON_LIKE_WEIGHT * liked
             path = tree_path(tree, int(reached[int(np.argmin(score))]))
             path_edge_list = path_edges(network, path)
             nodes = nodes + path[1:]

@@ -294,6 +294,26 @@ def test_start_inside_large_park(tmp_path: Path) -> None:
     assert all(segment.green >= 0.9 for segment in loop.segments)
 
 
+def test_small_town_loop_enters_park(tmp_path: Path) -> None:
+    # The town's streets add up to 8.4 km, so a 4 km loop needs more than two corners.
+    # Those corners must move into the park too, not only the ways between them.
+    town = grid(7, 7, first_id=1)
+    streets = grid_ways(town, 100)
+    corners = [(390.0, -10.0), (610.0, -10.0), (610.0, 610.0), (390.0, 610.0)]
+    park = [node_at(1000 + index, x, y) for index, (x, y) in enumerate(corners)]
+    boundary = Way(200, [node.id for node in park] + [park[0].id], {"leisure": "park"})
+    network = network_from_osm(tmp_path, [*town.values(), *park], [*streets, boundary])
+    start = (town[(3, 1)].lat, town[(3, 1)].lon)
+    liked, plain = [], []
+    for seed in range(8):
+        loop = plan_loops(network, *start, 4000.0, "parks", seed=seed, alternatives=1)[0]
+        assert relative_error(loop.distance_m, 4000.0) <= 0.05
+        liked.append(loop.green_share)
+        plain.append(plan_loops(network, *start, 4000.0, seed=seed, alternatives=1)[0].green_share)
+    assert np.mean(liked) >= 0.65
+    assert np.mean(liked) >= 1.5 * np.mean(plain)
+
+
 # Ways and nodes a pedestrian must not use
 
 
