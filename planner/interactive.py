@@ -28,6 +28,7 @@ from planner.routing import (
     edge_scores,
     path_edges,
     shortest_tree,
+    tree_edges,
     tree_path,
     tree_sums,
 )
@@ -220,7 +221,7 @@ def suggest_candidates(
             back_pass, back_tree_pass = _way_back(
                 network, start, walked[:0], max(remaining, step) * 2.5
             )
-        returns = _Returns(network, start, walked, back_tree_pass, tolerance_m, penalty)
+        returns = _Returns(network, start, walked, back_pass, back_tree_pass, tolerance_m, penalty)
         for step_scale in STEP_SCALES:
             step_here = step * step_scale
             reach = max(remaining, step_here) * 1.5 if closing_zone else step_here * 1.5
@@ -243,9 +244,9 @@ def suggest_candidates(
                 order = order[np.argsort(-score[order], kind="stable")]
                 offer = _Offer(tree, reached, length, retrace, shares, score, bearings, closing, [])
                 if fallback is None:
-                    fallback = dataclasses.replace(
-                        offer, chosen=_spread(order, bearings, lambda position: 1)[0]
-                    )
+                    # The fallback's ends are spread only when it is used, because spreading
+                    # walks the whole order.
+                    fallback = dataclasses.replace(offer, chosen=order.tolist())
 
                 grade = functools.partial(_grade, returns, offer, remaining, tolerance)
                 offer.chosen, offer.levels = _spread(order[:GRADE_CHECKS], bearings, grade)
@@ -262,6 +263,7 @@ def suggest_candidates(
         # best ends are offered anyway and the route can begin.
         # NOTE: such a route, like a complete loop from there, may end far off the target.
         found = fallback
+        found.chosen = _spread(np.asarray(found.chosen), found.bearings, lambda position: 1)[0]
     if found is None:
         state.finalize_suggested = bool(state.waypoint_node_ids)
         state.candidates = []
@@ -666,6 +668,7 @@ class _Returns:
         network: Network,
         start: int,
         walked: np.ndarray,
+        back_lengths: np.ndarray,
         back_tree: np.ndarray,
         tolerance: float,
         penalty: float = USED_EDGE_FACTOR,
@@ -674,7 +677,11 @@ class _Returns:
         self.penalty = penalty
         self.start = start
         self.walked = walked
+        self.back_lengths = back_lengths
         self.back_tree = back_tree
+        self.back_edges = self._edges_to_parent(back_tree, reverse=True)
+        # Trees of ends searched from the route's end, by id, each with its edge list.
+        self.out_edges: dict[int, tuple[np.ndarray, list[int]]] = {}
         self.tolerance = tolerance
         self.costs = edge_costs(network, parse_preference(""))
         self.searches = 0
@@ -693,16 +700,41 @@ class _Returns:
         return self.shortest_known[node]
 
     def _shortest(self, tree: np.ndarray, node: int, rest: float) -> float:
-        network = self.network
-        back_nodes = tree_path(self.back_tree, node)[::-1]
-        if back_nodes[-1] != self.start:
+        if not np.isfinite(self.back_lengths[node]):
             return np.inf
-        back_edges = path_edges(network, back_nodes)
-        out_edges = path_edges(network, tree_path(tree, node))
-        if self.penalty == USED_EDGE_FACTOR and not set(out_edges) & set(back_edges):
-            return float(network.length[back_edges].sum())
+        if self.penalty == USED_EDGE_FACTOR and not self._shares_edge(tree, node):
+            return float(self.back_lengths[node])
         found = self._search(tree, node, rest)
         return np.inf if found is None else found[0]
+
+    def _edges_to_parent(self, tree: np.ndarray, reverse: bool) -> list[int]:
+        """Return, per node, the edge to its parent in `tree` (-1 for the root and unreached)."""
+        reached = np.flatnonzero(tree >= 0)
+        edges = np.full(self.network.node_count, -1, dtype=np.int64)
+        edges[reached] = tree_edges(self.network, tree, reached, reverse)
+        return edges.tolist()
+
+    def _shares_edge(self, tree: np.ndarray, node: int) -> bool:
+        """Tell whether the shortest way back from `node` uses an edge of the path to it."""
+        known = self.out_edges.get(id(tree))
+        if known is None or known[0] is not tree:
+            known = (tree, self._edges_to_parent(tree, reverse=False))
+            self.out_edges[id(tree)] = known
+        out_edges = known[1]
+        on_path: set[int] = set()
+        item = tree.item
+        current = node
+        while item(current) >= 0:
+            on_path.add(out_edges[current])
+            current = item(current)
+        back_edges = self.back_edges
+        item = self.back_tree.item
+        current = node
+        while item(current) >= 0:
+            if back_edges[current] in on_path:
+                return True
+            current = item(current)
+        return False
 
     def closes(self, tree: np.ndarray, node: int, rest: float) -> bool:
         """Return whether a way back from `node` of `rest` metres (within the tolerance) exists.
@@ -774,17 +806,25 @@ def _spread(
             known[position] = grade(position)
         return known[position]
 
+    # Bearings as plain floats by position, in the given order, because numpy is slower on
+    # a few values.
+    bearing = dict(zip(order.tolist(), bearings[order].tolist()))
     chosen: list[int] = []
+
+    def apart(position: int) -> float:
+        """Return the smallest angle between the position's bearing and a chosen one."""
+        angles = [abs(bearing[other] - bearing[position]) % 360.0 for other in chosen]
+        return min((min(angle, 360.0 - angle) for angle in angles), default=360.0)
+
     levels: list[int] = []
     for level in (0, 1, 2):
         if levels and (levels[0] > 0 or level > 1):
             break
         for separation in (MIN_SEPARATION_DEG, 40.0, 0.0):
-            for position in order.tolist():
+            for position in bearing:
                 if position in chosen:
                     continue
-                difference = np.abs((bearings[chosen] - bearings[position]) % 360.0)
-                if chosen and np.minimum(difference, 360.0 - difference).min() < separation:
+                if apart(position) < separation:
                     continue
                 if check(position) != level:
                     continue
