@@ -45,10 +45,9 @@ MAX_ERROR = 0.25
 # Loops returned together share less than this edge Jaccard index.
 MAX_JACCARD = 0.5
 
-# Alternatives to a loop within ALTERNATIVE_ERROR of the target must be within it too;
-# otherwise they may miss the target by at most ALTERNATIVE_SLACK more than the best loop.
+# Alternatives must come within ALTERNATIVE_ERROR of the target. Where no walk does, the
+# best walk is returned alone: fewer loops beat loops off the target.
 ALTERNATIVE_ERROR = 0.05
-ALTERNATIVE_SLACK = 0.03
 
 # Junctions tried as the far end of an out-and-back stem when no loop from the start itself
 # comes within ALTERNATIVE_ERROR. At most PIVOT_COUNT of them are tried, within
@@ -337,8 +336,8 @@ def _select(walks: list[Walk], target: float, alternatives: int, tie: float) -> 
     The first walk is the earliest found of those ranked within `tie` of the best, among the
     walks within ALTERNATIVE_ERROR of the target when there are any, so that a liked share
     or a short stem never puts a loop off the target first.
-    Alternatives lie within ALTERNATIVE_ERROR of the target, or, when the first walk misses
-    that, within ALTERNATIVE_SLACK of its error: fewer loops beat bad ones.
+    Alternatives lie within ALTERNATIVE_ERROR of the target, so a first walk that misses
+    it comes alone.
     """
     if not walks:
         return []
@@ -346,10 +345,9 @@ def _select(walks: list[Walk], target: float, alternatives: int, tie: float) -> 
     best_rank = min(_rank(walk, target) for walk in pool)
     first = next(walk for walk in pool if _rank(walk, target) <= best_rank + tie)
     ranked = sorted(walks, key=lambda walk: _rank(walk, target))
-    bar = max(ALTERNATIVE_ERROR, first.error(target) + ALTERNATIVE_SLACK)
-    if first.error(target) <= ALTERNATIVE_ERROR:
-        bar = ALTERNATIVE_ERROR
-    chosen = [first] + [walk for walk in ranked if walk is not first and walk.error(target) <= bar]
+    chosen = [first] + [
+        walk for walk in ranked if walk is not first and walk.error(target) <= ALTERNATIVE_ERROR
+    ]
     return chosen[:alternatives]
 
 
