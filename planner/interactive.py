@@ -217,20 +217,31 @@ def suggest_candidates(
             break
         if penalty == USED_EDGE_FACTOR:
             back_pass, back_tree_pass = back, back_tree
+            matrix_pass = matrix
         else:
             back_pass, back_tree_pass = _way_back(
                 network, start, walked[:0], max(remaining, step) * 2.5
             )
+            # Walked edges keep their plain cost here too, because from the tip of a walked
+            # dead end only ends back along the route lead on.
+            import os
+            mode = os.environ.get("XB", "none")
+            if mode != "off" and (mode == "always" or (mode == "none" and found is None) or (mode == "level2" and (found is None or found.level >= 2))):
+                matrix_pass = cost_matrix(network, costs)
+            else:
+                matrix_pass = matrix
         returns = _Returns(network, start, walked, back_pass, back_tree_pass, tolerance_m, penalty)
         for step_scale in STEP_SCALES:
             step_here = step * step_scale
             reach = max(remaining, step_here) * 1.5 if closing_zone else step_here * 1.5
-            ends = _reached_ends(network, matrix, values, current, reach, preference, seed_here)
+            ends = _reached_ends(
+                network, matrix_pass, values, current, reach, preference, seed_here
+            )
             if ends is None:
                 continue
             tree, reached, length, retrace, shares, base, bearings = ends
             back_reached = back_pass[reached] * RETURN_ALLOWANCE
-            for eligible, closing, tolerance in _tiers(
+            for eligible, closing, tolerance, floor in _tiers(
                 length, back_reached, retrace, remaining, step_here, closing_zone, state.target_m
             ):
                 if not closing:
@@ -248,7 +259,7 @@ def suggest_candidates(
                     # walks the whole order.
                     fallback = dataclasses.replace(offer, chosen=order.tolist())
 
-                grade = functools.partial(_grade, returns, offer, remaining, tolerance)
+                grade = functools.partial(_grade, returns, offer, remaining, tolerance, floor)
                 offer.chosen, offer.levels = _spread(order[:GRADE_CHECKS], bearings, grade)
                 if offer.chosen and (found is None or offer.rank() < found.rank()):
                     found = offer
@@ -572,13 +583,14 @@ def _tiers(
     step: float,
     closing_zone: bool,
     target: float,
-) -> Iterator[tuple[np.ndarray, bool, float]]:
+) -> Iterator[tuple[np.ndarray, bool, float, int]]:
     """Yield which reached nodes may be offered, best first, until one set proves usable.
 
-    Each item is (eligible, closing, tolerance in metres). A closing end qualifies when the
-    way back from it makes up the rest of the target within the tolerance. Otherwise an
-    end must lie about one step away and still allow the way back. Limits relax in turn
-    (retracing allowed last, for starts in a dead end).
+    Each item is (eligible, closing, tolerance in metres, best grade). A closing end
+    qualifies when the way back from it makes up the rest of the target within the
+    tolerance. Otherwise an end must lie about one step away and still allow the way back.
+    Limits relax in turn (retracing allowed last, for starts in a dead end). Ends of the
+    last resort grade 2 at best, so that ways back over the route walked are tried first.
     """
     for max_retrace in (0.35, 1.0):
         usable = np.isfinite(back) & (retrace <= max_retrace)
@@ -590,16 +602,17 @@ def _tiers(
                     usable & long_enough & (mismatch <= tolerance * target),
                     True,
                     (tolerance * target),
+                    0,
                 )
         for low, high in ((0.6, 1.4), (0.3, 2.0)):
             eligible = usable & (length >= low * step) & (length <= high * step)
-            yield eligible & (length + back <= remaining), False, 0.0
+            yield eligible & (length + back <= remaining), False, 0.0, 0
     # Last resort: the ends whose way back comes closest to the rest of the target.
     mismatch = np.where(np.isfinite(back), np.abs(length + back - remaining), np.inf)
     best = float(mismatch.min(initial=np.inf))
     if best <= 0.25 * target:
         tolerance = best + CLOSING_TOLERANCE * target
-        yield mismatch <= tolerance, True, tolerance
+        yield mismatch <= tolerance, True, tolerance, 2
 
 
 @dataclasses.dataclass
@@ -630,22 +643,27 @@ class _Offer:
 
 
 def _grade(
-    returns: _Returns, offer: _Offer, remaining: float, tolerance: float, position: int
+    returns: _Returns,
+    offer: _Offer,
+    remaining: float,
+    tolerance: float,
+    floor: int,
+    position: int,
 ) -> int:
     """Rate an end by the ways back it leaves once its path is walked: 0 best, 3 unusable.
 
     A closing end must make up the rest of the target with its shortest way back, within
-    `tolerance` metres. Any other end is good (0) when some way back makes up the rest, so
-    that finalize could land near the target from there. It is usable (1) when it leaves
-    room for the shortest way back. It is a last resort (2) when that runs over by less
-    than 1.5 times the closing tolerance, as at a start whose shortest loop is a little
-    too long.
+    `tolerance` metres, and then grades `floor`. Any other end is good (0) when some way
+    back makes up the rest, so that finalize could land near the target from there. It is
+    usable (1) when it leaves room for the shortest way back. It is a last resort (2) when
+    that runs over by less than 1.5 times the closing tolerance, as at a start whose
+    shortest loop is a little too long.
     """
     node = int(offer.reached[position])
     length = float(offer.length[position])
     way_back = returns.shortest(offer.tree, node, remaining - length)
     if offer.closing:
-        return 0 if abs(length + way_back - remaining) <= tolerance else 3
+        return floor if abs(length + way_back - remaining) <= tolerance else 3
     over = length + way_back * RETURN_ALLOWANCE - remaining
     if over > 1.5 * returns.tolerance:
         return 3
