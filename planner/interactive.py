@@ -222,14 +222,12 @@ def suggest_candidates(
             back_pass, back_tree_pass = _way_back(
                 network, start, walked[:0], max(remaining, step) * 2.5
             )
-            # Walked edges keep their plain cost here too, because from the tip of a walked
-            # dead end only ends back along the route lead on.
-            import os
-            mode = os.environ.get("XB", "none")
-            if mode != "off" and (mode == "always" or (mode == "none" and found is None) or (mode == "level2" and (found is None or found.level >= 2))):
+            # When the first pass offered only last-resort ends or none, the route's end may
+            # be the tip of a walked dead end, where only ends back along the route lead on.
+            # Walked edges then keep their plain cost in the search for ends too.
+            matrix_pass = matrix
+            if found is None or found.level >= 2:
                 matrix_pass = cost_matrix(network, costs)
-            else:
-                matrix_pass = matrix
         returns = _Returns(network, start, walked, back_pass, back_tree_pass, tolerance_m, penalty)
         for step_scale in STEP_SCALES:
             step_here = step * step_scale
@@ -607,8 +605,10 @@ def _tiers(
         for low, high in ((0.6, 1.4), (0.3, 2.0)):
             eligible = usable & (length >= low * step) & (length <= high * step)
             yield eligible & (length + back <= remaining), False, 0.0, 0
-    # Last resort: the ends whose way back comes closest to the rest of the target.
-    mismatch = np.where(np.isfinite(back), np.abs(length + back - remaining), np.inf)
+    # Last resort: the ends whose way back comes closest to the rest of the target. A step
+    # much shorter than planned changes nothing, and taking one after another stalls a route.
+    long_enough = length >= 0.3 * min(step, remaining)
+    mismatch = np.where(np.isfinite(back) & long_enough, np.abs(length + back - remaining), np.inf)
     best = float(mismatch.min(initial=np.inf))
     if best <= 0.25 * target:
         tolerance = best + CLOSING_TOLERANCE * target

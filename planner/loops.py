@@ -46,7 +46,7 @@ MAX_ERROR = 0.25
 MAX_JACCARD = 0.5
 
 # Alternatives must come within ALTERNATIVE_ERROR of the target. Where no walk does, the
-# best walk is returned alone: fewer loops beat loops off the target.
+# best walk is returned alone, because fewer loops beat loops off the target.
 ALTERNATIVE_ERROR = 0.05
 
 # Junctions tried as the far end of an out-and-back stem when no loop from the start itself

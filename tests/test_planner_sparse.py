@@ -374,3 +374,21 @@ def test_select_keeps_alternatives_on_target() -> None:
     walks = [walk_of_length(7300.0), walk_of_length(7900.0), walk_of_length(8200.0)]
     chosen = _select(walks, 8000.0, 3, 0.0)
     assert [walk.length for walk in chosen] == [7900.0, 8200.0]
+
+
+def test_step_route_in_dead_end_keeps_moving() -> None:
+    """A route at the tip of a walked valley is offered real steps, not a few metres each."""
+    network = load_extract("andorra")
+    state = start_route(network, 42.599478, 1.573509, 8000.0)
+    seed = 873559166
+    for _ in range(40):
+        candidates = suggest_candidates(
+            network, state, "", seed=seed + len(state.waypoint_node_ids)
+        )
+        if state.finalize_suggested or not candidates:
+            break
+        best = max(candidates, key=lambda candidate: candidate.score)
+        state = add_waypoint(network, state, best.id)
+    assert len(state.waypoint_node_ids) <= 12
+    route = finalize(network, state)
+    assert abs(route.distance_m - 8000.0) <= 0.05 * 8000.0
