@@ -85,10 +85,14 @@ BEARING_TURN_WEIGHT = 0.1
 BEARING_MIN_LENGTH_SHARE = 0.5
 
 # Without a preference, walks whose rank lies within RANK_TIE of the best count as equally
-# good and the earliest found of them comes first. The search starts at the seed's bearing,
-# so seeds lead with loops in different directions. With a preference the best rank leads,
-# because the rank holds the liked share.
-RANK_TIE = 0.02
+# good, and the seed picks which of them comes first. Together with a search that starts at
+# the seed's bearing, this makes seeds lead with different loops where a sparse network
+# offers few. With a preference the best rank leads, because the rank holds the liked share.
+RANK_TIE = 0.1
+# A walk counts as equally good only if its share walked twice exceeds the best walk's by
+# at most TIE_MAX_EXTRA_RETRACE, and its stem share by at most TIE_MAX_EXTRA_STEM.
+TIE_MAX_EXTRA_RETRACE = 0.01
+TIE_MAX_EXTRA_STEM = 0.02
 
 # When no loop comes within OUT_AND_BACK_ERROR of the target, the planner walks out and back
 # the same way, so the whole walk is stem. A walker would rather walk a loop 10% off the
@@ -193,6 +197,7 @@ def plan_loops(
     tie = RANK_TIE if not preference.groups else 0.0
     first_bearing = float(rng.uniform(0.0, 360.0))
     turn = SECOND_WAYPOINT_TURN * float(rng.choice([-1.0, 1.0]))
+    pick = int(rng.integers(1 << 30))
     if preference.groups:
         first_bearing = _liked_bearing(search, first_bearing, turn)
     walks: list[Walk] = []
@@ -238,7 +243,7 @@ def plan_loops(
             f"reachable there is too small or too broken up. Try a shorter distance or "
             "another start."
         )
-    walks = _select(walks, target_m, alternatives, tie)
+    walks = _select(walks, target_m, alternatives, tie, pick)
     return [_to_loop(network, walk, start.distance_m) for walk in walks]
 
 
@@ -330,12 +335,15 @@ def _add_distinct(walks: list[Walk], walk: Walk, target: float) -> bool:
     return True
 
 
-def _select(walks: list[Walk], target: float, alternatives: int, tie: float) -> list[Walk]:
+def _select(
+    walks: list[Walk], target: float, alternatives: int, tie: float, pick: int = 0
+) -> list[Walk]:
     """Return the first walk and the alternatives that come close enough to it in length.
 
-    The first walk is the earliest found of those ranked within `tie` of the best, among the
-    walks within ALTERNATIVE_ERROR of the target when there are any, so that a liked share
-    or a short stem never puts a loop off the target first.
+    The first walk is number `pick` (modulo their count, in the order found) of those ranked
+    within `tie` of the best, among the walks within ALTERNATIVE_ERROR of the target when
+    there are any, so that a liked share or a short stem never puts a loop off the target
+    first.
     Alternatives lie within ALTERNATIVE_ERROR of the target, so a first walk that misses
     it comes alone.
     """
@@ -343,7 +351,15 @@ def _select(walks: list[Walk], target: float, alternatives: int, tie: float) -> 
         return []
     pool = [walk for walk in walks if walk.error(target) <= ALTERNATIVE_ERROR] or walks
     best_rank = min(_rank(walk, target) for walk in pool)
-    first = next(walk for walk in pool if _rank(walk, target) <= best_rank + tie)
+    best = min(pool, key=lambda walk: _rank(walk, target))
+    near = [
+        walk
+        for walk in pool
+        if _rank(walk, target) <= best_rank + tie
+        and walk.retrace <= best.retrace + TIE_MAX_EXTRA_RETRACE
+        and walk.stem <= best.stem + TIE_MAX_EXTRA_STEM
+    ]
+    first = near[pick % len(near)]
     ranked = sorted(walks, key=lambda walk: _rank(walk, target))
     chosen = [first] + [
         walk for walk in ranked if walk is not first and walk.error(target) <= ALTERNATIVE_ERROR

@@ -376,6 +376,21 @@ def test_select_keeps_alternatives_on_target() -> None:
     assert [walk.length for walk in chosen] == [7900.0, 8200.0]
 
 
+def test_select_seed_picks_among_equal_walks() -> None:
+    walks = [walk_of_length(7950.0), walk_of_length(8050.0), walk_of_length(7980.0)]
+    firsts = {_select(walks, 8000.0, 1, 0.1, pick)[0].length for pick in range(3)}
+    assert firsts == {7950.0, 8050.0, 7980.0}
+
+
+def test_select_tie_excludes_more_retrace() -> None:
+    retraced = Walk(
+        nodes=[0, 1, 0], edges=[0, 1], length=7990.0, retrace=0.05, preference_share=0.0
+    )
+    walks = [walk_of_length(7950.0), retraced]
+    firsts = {_select(walks, 8000.0, 1, 0.1, pick)[0].length for pick in range(4)}
+    assert firsts == {7950.0}
+
+
 def test_step_route_in_dead_end_keeps_moving() -> None:
     """A route at the tip of a walked valley is offered real steps, not a few metres each."""
     network = load_extract("andorra")
