@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import shlex
-import subprocess
 import sys
 import time
 import traceback
@@ -777,28 +776,6 @@ def write_json(path: Path, results: Results) -> None:
 # Command line
 
 
-def code_version() -> str:
-    """Describe the checked-out commit and whether planner/ or pipelines/ differ from it."""
-
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(
-                ["git", *args],
-                cwd=common.REPOSITORY,
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
-    changed = git("status", "--porcelain", "--", "planner", "pipelines")
-    return f"{commit}" + (", planner/ or pipelines/ with uncommitted changes" if changed else "")
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 
@@ -877,7 +854,6 @@ def main() -> int:
         print(f"- {line}")
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     print(f"- command: `{command}`")
-    print(f"- code: {code_version()}")
     print(
         f"- {args.starts} starts per region, targets {', '.join(f'{t:g}' for t in targets)} m, "
         f"seed {args.seed}\n",
