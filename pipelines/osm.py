@@ -32,6 +32,14 @@ UNDEFINED_COORDINATE = 2_147_483_647
 # limit) and so at most 1,999 pieces, and way ids stay far below 2**63 / EDGE_ID_FACTOR.
 EDGE_ID_FACTOR = 10_000
 
+# Edges longer than this are cut at inner nodes, so that every point of a way lies near a
+# vertex and a start beside a long track snaps close by.
+MAX_EDGE_M = 200.0
+
+# Changes whenever the edges parsed from the same file change, so that imports of older
+# formats get a new region version.
+NETWORK_FORMAT = 2
+
 EDGE_TAG_KEYS = ("highway", "access", "foot", "surface", "lit", "name")
 
 WATERWAY_LINES = frozenset({"river", "stream", "canal", "brook"})
@@ -347,6 +355,24 @@ def _list_array(values: np.ndarray, offsets: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.float64()))
 
 
+def _split_points(is_vertex: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
+    """Mark inner nodes that cut edges into pieces of about MAX_EDGE_M at most.
+
+    A point becomes a vertex where the length from the previous vertex passes a multiple
+    of MAX_EDGE_M before the next point, so a piece exceeds MAX_EDGE_M by one segment at most.
+    """
+    count = len(is_vertex)
+    if count < 3:
+        return np.zeros(count, dtype=bool)
+    previous = np.maximum.accumulate(np.where(is_vertex, np.arange(count), 0))
+    bucket = np.floor((cumulative - cumulative[previous]) / MAX_EDGE_M)
+    # Point i + 1 lies in the same edge as point i unless point i + 1 is a vertex, and
+    # then its bucket counts from itself.
+    crossing = np.zeros(count, dtype=bool)
+    crossing[:-1] = (bucket[1:] > bucket[:-1]) & ~is_vertex[1:]
+    return crossing & ~is_vertex
+
+
 def _build_network(
     collected: _Collected, stats: ParseStats, trim: _TrimCounts
 ) -> tuple[pa.Table, pa.Table]:
@@ -373,6 +399,7 @@ def _build_network(
         segment = haversine_m(flat.lon[:-1], flat.lat[:-1], flat.lon[1:], flat.lat[1:])
         segment[flat.offsets[1:-1] - 1] = 0.0
     cumulative = np.concatenate(([0.0], np.cumsum(segment)))
+    is_vertex |= _split_points(is_vertex, cumulative)
 
     vertex_pos = np.flatnonzero(is_vertex)
     same_way = way_index[vertex_pos[:-1]] == way_index[vertex_pos[1:]]

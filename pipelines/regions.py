@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.osm import parse_extract
+from pipelines.osm import NETWORK_FORMAT, parse_extract
 from warehouse import Warehouse
 from warehouse.cells import cells_of
 
@@ -79,7 +79,8 @@ def import_region(
         raise FileNotFoundError(f"extract {path} does not exist")
     region = region or region_id_for(path)
     sha256 = file_sha256(path)
-    version = sha256[:16]
+    # The parser's format takes part in the version, so a new parser rebuilds old imports.
+    version = hashlib.sha256(f"{sha256} {NETWORK_FORMAT}".encode()).hexdigest()[:16]
     existing = warehouse.regions().get(region)
     if existing and existing["version"] == version and existing.get("h3_resolution") == resolution:
         return ImportResult(region, version, len(existing["cells"]), 0.0, True, existing["stats"])

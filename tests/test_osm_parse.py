@@ -13,7 +13,7 @@ import pytest
 import shapely
 from tests.osm_builders import Member, Node, Relation, Way, grid_nodes, write_osm
 
-from pipelines.osm import EDGE_ID_FACTOR, ParsedRegion, parse_extract
+from pipelines.osm import EDGE_ID_FACTOR, MAX_EDGE_M, ParsedRegion, parse_extract
 from warehouse.schema import REGION_AREAS, REGION_EDGES, REGION_NODES, REGION_POIS
 
 EXTRACTS = Path(__file__).resolve().parents[1].parent / "shared" / "osm"
@@ -163,7 +163,7 @@ def test_missing_node_trims_way(tmp_path: Path) -> None:
 
 
 def test_longest_valid_run_is_kept(tmp_path: Path) -> None:
-    grid = grid_nodes(1, 6)
+    grid = grid_nodes(1, 6, spacing_m=50.0)
     way = Way(10, [1, 2, 999, 3, 4, 5, 6], {"highway": "path"})
     with pytest.warns(UserWarning):
         region = parse_extract(write_osm(tmp_path / "runs.osm", grid.values(), [way]))
@@ -209,12 +209,24 @@ def test_closed_way_areas_and_lines(tmp_path: Path) -> None:
 
 
 def test_pedestrian_area_ring_is_walkable(tmp_path: Path) -> None:
-    grid = grid_nodes(2, 2)
+    grid = grid_nodes(2, 2, spacing_m=40.0)
     ring = [1, 2, 4, 3, 1]
     plaza = Way(10, ring, {"highway": "pedestrian", "area": "yes"})
     region = parse_quietly(write_osm(tmp_path / "plaza.osm", grid.values(), [plaza]))
     assert edge_pairs(region) == {(1, 1)}
-    assert region.edges["length_m"].to_pylist()[0] == pytest.approx(400.0, rel=1e-3)
+    assert region.edges["length_m"].to_pylist()[0] == pytest.approx(160.0, rel=1e-3)
+
+
+def test_long_way_cut_at_inner_nodes(tmp_path: Path) -> None:
+    grid = grid_nodes(1, 8, spacing_m=60.0)
+    track = Way(10, [node.id for node in grid.values()], {"highway": "track"})
+    region = parse_quietly(write_osm(tmp_path / "track.osm", grid.values(), [track]))
+    lengths = region.edges["length_m"].to_pylist()
+    # Cuts fall at the last node before each multiple of MAX_EDGE_M from the way's start,
+    # so a piece exceeds it by one segment at most.
+    assert edge_pairs(region) == {(1, 4), (4, 8)}
+    assert max(lengths) <= MAX_EDGE_M + 60.0
+    assert sum(lengths) == pytest.approx(420.0, rel=1e-3)
 
 
 def test_oneway_foot_column(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def test_stanley_park_is_green() -> None:
 def test_nature_preference_raises_green_and_water() -> None:
     network = load_network(str(VANCOUVER))
     rng = np.random.default_rng(11)
-    nodes = rng.choice(np.flatnonzero(network.component == network.largest_component), 6)
+    nodes = rng.choice(np.flatnonzero(network.component == network.largest_component), 16)
     neutral, nature = [], []
     for seed, node in enumerate(nodes):
         lat, lon = float(network.lat[node]), float(network.lon[node])
