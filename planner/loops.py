@@ -226,9 +226,9 @@ def plan_loops(
             if walk.error(target_m) <= MAX_ERROR:
                 _add_distinct(walks, walk, target_m)
 
-    if not any(walk.error(target_m) <= OUT_AND_BACK_ERROR for walk in walks):
-        # NOTE: an out-and-back is the last resort, because mountain valleys often have no
-        # loop near the target. It turns only at vertices, never inside a long edge.
+    if _good_count(walks, target_m) == 0:
+        # Out-and-back walks come first only where no loop comes within OUT_AND_BACK_ERROR
+        # (see _select). Otherwise they follow a loop that misses the target by 5-10%.
         for walk in _out_and_back_walks(search, first_bearing):
             _add_distinct(walks, walk, target_m)
     if not walks and not preference.is_neutral:
@@ -341,15 +341,21 @@ def _select(
     """Return the first walk and the alternatives that come close enough to it in length.
 
     The first walk is number `pick` (modulo their count, in the order found) of those ranked
-    within `tie` of the best, among the walks within ALTERNATIVE_ERROR of the target when
-    there are any, so that a liked share or a short stem never puts a loop off the target
-    first.
-    Alternatives lie within ALTERNATIVE_ERROR of the target, so a first walk that misses
-    it comes alone.
+    within `tie` of the best, among the first non-empty of: loops within ALTERNATIVE_ERROR
+    of the target, loops within OUT_AND_BACK_ERROR, out-and-back walks within
+    ALTERNATIVE_ERROR, all walks. So a liked share or a short stem never puts a loop off the
+    target first, and a loop 5-10% off comes before walking every street twice.
+    Alternatives lie within ALTERNATIVE_ERROR of the target, out-and-back walks included.
     """
     if not walks:
         return []
-    pool = [walk for walk in walks if walk.error(target) <= ALTERNATIVE_ERROR] or walks
+    loops = [walk for walk in walks if 2.0 * walk.stem < OUT_AND_BACK_STEM_SHARE]
+    pool = (
+        [walk for walk in loops if walk.error(target) <= ALTERNATIVE_ERROR]
+        or [walk for walk in loops if walk.error(target) <= OUT_AND_BACK_ERROR]
+        or [walk for walk in walks if walk.error(target) <= ALTERNATIVE_ERROR]
+        or walks
+    )
     best_rank = min(_rank(walk, target) for walk in pool)
     best = min(pool, key=lambda walk: _rank(walk, target))
     near = [
