@@ -474,15 +474,19 @@ def _closing_walk(network: Network, state: RouteState) -> Walk:
 
     target = state.target_m
     best: Walk | None = None
+    shortest = np.inf
     for edge_factor in (factor, None):
         _, tree = shortest_tree(cost_matrix(network, costs, edge_factor), current, np.inf)
         if current != start and tree[start] < 0:
             raise NoLoopFound("The start cannot be reached from the last waypoint.")
         way_back = tree_path(tree, start) if current != start else [current]
         walk = measure(ctx, *join_walk(network, nodes, walked.tolist(), way_back, True))
+        shortest = min(shortest, walk.length)
         if best is None or walk.rank(target) < best.rank(target):
             best = walk
-    if best.length < (1.0 - CLOSING_TOLERANCE) * target:
+    # The way back that avoids the route may run far over the target where the plain one,
+    # which retraces it, falls short. A detour then may land between the two.
+    if shortest < (1.0 - CLOSING_TOLERANCE) * target:
         detour, _ = close_walk(
             ctx,
             nodes,

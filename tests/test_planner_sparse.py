@@ -434,3 +434,21 @@ def test_step_route_in_dead_end_keeps_moving() -> None:
     assert len(state.waypoint_node_ids) <= 12
     route = finalize(network, state)
     assert abs(route.distance_m - 8000.0) <= 0.05 * 8000.0
+
+
+def test_finalize_detours_between_ways_back() -> None:
+    """After a step up a valley, the way back avoiding it runs far over the target and the
+    one retracing it falls short, so finalize must close with a detour in between."""
+    network = load_extract("andorra")
+    state = start_route(network, 42.543703, 1.546251, 8000.0)
+    seed = 369145740
+    for _ in range(20):
+        candidates = suggest_candidates(
+            network, state, "", seed=seed + len(state.waypoint_node_ids)
+        )
+        if state.finalize_suggested or not candidates:
+            break
+        best = max(candidates, key=lambda candidate: candidate.score)
+        state = add_waypoint(network, state, best.id)
+    route = finalize(network, state)
+    assert abs(route.distance_m - 8000.0) <= 0.05 * 8000.0
