@@ -1,6 +1,7 @@
 """Walking-loop planner over compact arrays built from warehouse tables."""
 
 from planner.errors import (
+    EmptyRoute,
     InvalidWaypoint,
     NoLoopFound,
     PlannerError,
@@ -24,6 +25,7 @@ from planner.walks import Segment
 
 __all__ = [
     "Candidate",
+    "EmptyRoute",
     "FinalRoute",
     "InvalidWaypoint",
     "Loop",

@@ -15,6 +15,10 @@ class NoLoopFound(PlannerError):
     """The network around the start cannot give a loop near the target distance."""
 
 
+class EmptyRoute(NoLoopFound):
+    """A step-by-step route was closed before any waypoint was added."""
+
+
 class InvalidWaypoint(PlannerError):
     """A waypoint was chosen that the last suggestion did not offer."""
 

@@ -18,7 +18,7 @@ from scipy.sparse import csr_matrix
 
 from planner.closing import Walk, close_walk, join_walk, measure, stem_edges
 from planner.closing import context as closing_context
-from planner.errors import InvalidWaypoint, NoLoopFound, RouteFinalized
+from planner.errors import EmptyRoute, InvalidWaypoint, NoLoopFound, RouteFinalized
 from planner.network import FEATURE_NAMES, Network
 from planner.preferences import Preference, parse_preference
 from planner.routing import (
@@ -357,12 +357,12 @@ def finalize(network: Network, state: RouteState) -> FinalRoute:
 
     When the remaining distance exceeds the shortest way back, the way back makes a detour
     of about the difference. Walked edges are avoided where possible. Marks `state`
-    finalized (in place). Raises RouteFinalized when it already is and NoLoopFound when no
-    waypoint was added or the start cannot be reached.
+    finalized (in place). Raises RouteFinalized when it already is, EmptyRoute when no
+    waypoint was added and NoLoopFound when the start cannot be reached.
     """
     _check_open(state)
     if not state.waypoint_node_ids:
-        raise NoLoopFound("Add at least one waypoint before closing the route.")
+        raise EmptyRoute("Add at least one waypoint before closing the route.")
     network = _local_network(network, state)
     best = _closing_walk(network, state)
     nodes, edges = best.nodes, best.edges

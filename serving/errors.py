@@ -16,6 +16,7 @@ from litestar.status_codes import (
 from msgspec import Struct
 
 from planner.errors import (
+    EmptyRoute,
     InvalidWaypoint,
     NoLoopFound,
     PlannerError,
@@ -151,9 +152,10 @@ def api_error_handler(_: Request, error: ApiError) -> Response:
     )
 
 
-# The request field each planner error is about.
+# The request field each planner error is about; subclasses come before their bases.
 _PLANNER_ERROR_FIELDS = {
     StartNotFound: "lat",
+    EmptyRoute: "route_id",
     NoLoopFound: "target_distance",
     InvalidWaypoint: "candidate_id",
     RouteFinalized: "route_id",
