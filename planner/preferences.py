@@ -118,7 +118,8 @@ AVOID_TERMS: dict[str, str] = {
     ),
 }
 
-# A negator applies to this many following words ("not on main roads").
+# A negator applies to this many following words ("not on main roads"), and never past the
+# end of its clause ("no parks, quiet" still likes quiet ways).
 NEGATION_SCOPE = 3
 
 STOP_WORDS = frozenset(
@@ -215,6 +216,7 @@ AVOID_PENALTIES: dict[str, dict[str, float]] = {
 GROUP_LABELS = {"green": "parks", "water": "water", "quiet": "quiet", "poi": "sights"}
 
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+_CLAUSE_END = re.compile(r"[,;:.!?()]")
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,12 @@ def parse_preference(text: str | None) -> Preference:
     MAX_PREFERENCE_CHARS characters are read.
     """
     text = (text or "")[:MAX_PREFERENCE_CHARS]
-    words = [word.lower() for word in _WORD.findall(text)]
+    # An empty string marks the end of a clause.
+    words = [
+        word.lower()
+        for clause in _CLAUSE_END.split(text)
+        for word in [*_WORD.findall(clause), ""]
+    ]
     groups: list[str] = []
     avoid: list[str] = []
     matched: list[str] = []
@@ -280,6 +287,9 @@ def parse_preference(text: str | None) -> Preference:
     negation_left = 0
 
     for word in words:
+        if not word:
+            negation_left = 0
+            continue
         if word in NEGATORS:
             negation_left = NEGATION_SCOPE
             continue

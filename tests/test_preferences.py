@@ -26,6 +26,8 @@ ENGOLASTERS = (42.5200, 1.5690)
         ("avoid busy roads", (), ["busy"]),
         ("without steps, near the sea", ("water",), ["steps"]),
         ("no parks", (), []),
+        ("no parks, quiet", ("quiet",), []),
+        ("no stairs; water", ("water",), ["steps"]),
         ("", (), []),
     ],
 )
