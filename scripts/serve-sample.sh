@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extract=${1:-../shared/osm/monaco-2021-04-21.osm.pbf}
+if [ ! -f "$extract" ]; then
+  echo "extract $extract not found: put the shared OSM extracts in ../shared/osm/ beside" \
+    "the repository, or pass the path of an .osm.pbf file as the first argument" >&2
+  exit 1
+fi
 
 bash scripts/setup.sh
 export DAGSTER_DISABLE_TELEMETRY=1
