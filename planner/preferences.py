@@ -119,7 +119,8 @@ AVOID_TERMS: dict[str, str] = {
 }
 
 # A negator applies to this many following words ("not on main roads"), and never past the
-# end of its clause ("no parks, quiet" still likes quiet ways).
+# end of its clause ("no parks, quiet" still likes quiet ways). Punctuation, a line break
+# or a spaced dash ends a clause.
 NEGATION_SCOPE = 3
 
 STOP_WORDS = frozenset(
@@ -216,7 +217,7 @@ AVOID_PENALTIES: dict[str, dict[str, float]] = {
 GROUP_LABELS = {"green": "parks", "water": "water", "quiet": "quiet", "poi": "sights"}
 
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
-_CLAUSE_END = re.compile(r"[,;:.!?()]")
+_CLAUSE_END = re.compile(r"[,;:.!?()\n]|\s[-\u2013\u2014]\s")
 
 
 @dataclass(frozen=True)
@@ -274,10 +275,12 @@ def parse_preference(text: str | None) -> Preference:
     MAX_PREFERENCE_CHARS characters are read.
     """
     text = (text or "")[:MAX_PREFERENCE_CHARS]
+    # Phone keyboards type a right single quotation mark for the apostrophe ("don’t").
+    normalized = text.replace("\u2019", "'")
     # An empty string marks the end of a clause.
     words = [
         word.lower()
-        for clause in _CLAUSE_END.split(text)
+        for clause in _CLAUSE_END.split(normalized)
         for word in [*_WORD.findall(clause), ""]
     ]
     groups: list[str] = []
