@@ -6,6 +6,7 @@ import logging
 import warnings
 
 from dagster import DagsterInstance
+from sqlalchemy.exc import IntegrityError
 
 from pipelines.tags import (
     CELLS_TAG,
@@ -18,14 +19,36 @@ from pipelines.tags import (
 log = logging.getLogger(__name__)
 
 
+# Reads and writes of the partition keys tried when other processes add keys meanwhile.
+PARTITION_ADD_TRIES = 5
+
+
+def add_partitions(instance: DagsterInstance, cells: list[str]) -> list[str]:
+    """Add the cells that are no partitions yet and return every partition key in order.
+
+    Another process may add the same keys between the read and the write, and the storage
+    then rejects the write with a unique constraint error. The keys are read again then.
+    """
+    attempt = 1
+    while True:
+        existing = instance.get_dynamic_partitions(H3_CELLS)
+        known = set(existing)
+        new = [cell for cell in cells if cell not in known]
+        if not new:
+            return existing
+        try:
+            instance.add_dynamic_partitions(H3_CELLS, new)
+            return instance.get_dynamic_partitions(H3_CELLS)
+        except IntegrityError as error:
+            if attempt >= PARTITION_ADD_TRIES:
+                raise
+            attempt += 1
+            log.info("another process added partitions meanwhile (%s); reading them again", error)
+
+
 def partition_range_tags(instance: DagsterInstance, cells: list[str]) -> dict[str, str]:
     """Add `cells` as partitions where missing and return the run tags that cover them."""
-    existing = instance.get_dynamic_partitions(H3_CELLS)
-    known = set(existing)
-    new = [cell for cell in cells if cell not in known]
-    if new:
-        instance.add_dynamic_partitions(H3_CELLS, new)
-    order = {key: index for index, key in enumerate(existing + new)}
+    order = {key: index for index, key in enumerate(add_partitions(instance, cells))}
     ranked = sorted(cells, key=order.__getitem__)
     return {
         CELLS_TAG: ",".join(cells),

@@ -14,8 +14,8 @@ from pydantic import Field
 
 from perfect10k.settings import load_settings
 from pipelines.cells import RegionFeatureSource, build_cell_features, build_cell_network
+from pipelines.launch import add_partitions
 from pipelines.resources import WarehouseResource
-from pipelines.tags import H3_CELLS
 from pipelines.warming import Place, cells_in_flight, place_cells
 
 WARM_PLACES_JOB = "warm_places"
@@ -64,8 +64,7 @@ def warm_places_op(
     if not cells:
         return 0
 
-    known = set(context.instance.get_dynamic_partitions(H3_CELLS))
-    context.instance.add_dynamic_partitions(H3_CELLS, [c for c in cells if c not in known])
+    add_partitions(context.instance, cells)
     source = RegionFeatureSource(store)
     for cell in cells:
         network = build_cell_network(store, cell)
