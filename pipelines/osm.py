@@ -38,7 +38,7 @@ MAX_EDGE_M = 200.0
 
 # Changes whenever the edges parsed from the same file change, so that imports of older
 # formats get a new region version.
-NETWORK_FORMAT = 2
+NETWORK_FORMAT = 3
 
 EDGE_TAG_KEYS = ("highway", "access", "foot", "surface", "lit", "name")
 
@@ -356,21 +356,24 @@ def _list_array(values: np.ndarray, offsets: np.ndarray) -> pa.ListArray:
 
 
 def _split_points(is_vertex: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
-    """Mark inner nodes that cut edges into pieces of about MAX_EDGE_M at most.
+    """Mark inner nodes that cut edges into pieces of at most MAX_EDGE_M where nodes allow.
 
-    A point becomes a vertex where the length from the previous vertex passes a multiple
-    of MAX_EDGE_M before the next point, so a piece exceeds MAX_EDGE_M by one segment at most.
+    From each vertex or cut, the next cut falls at the last node before the piece would
+    exceed MAX_EDGE_M by over a metre, so only a single segment longer than that makes a
+    longer piece. The metre keeps ways of exactly MAX_EDGE_M whole despite rounding.
     """
-    count = len(is_vertex)
-    if count < 3:
-        return np.zeros(count, dtype=bool)
-    previous = np.maximum.accumulate(np.where(is_vertex, np.arange(count), 0))
-    bucket = np.floor((cumulative - cumulative[previous]) / MAX_EDGE_M)
-    # Point i + 1 lies in the same edge as point i unless point i + 1 is a vertex, and
-    # then its bucket counts from itself.
-    crossing = np.zeros(count, dtype=bool)
-    crossing[:-1] = (bucket[1:] > bucket[:-1]) & ~is_vertex[1:]
-    return crossing & ~is_vertex
+    cuts = np.zeros(len(is_vertex), dtype=bool)
+    vertex_pos = np.flatnonzero(is_vertex)
+    starts, stops = vertex_pos[:-1], vertex_pos[1:]
+    long_runs = (cumulative[stops] - cumulative[starts] > MAX_EDGE_M) & (stops - starts > 1)
+    lengths = cumulative.tolist()
+    for first, stop in zip(starts[long_runs].tolist(), stops[long_runs].tolist()):
+        last = first
+        for point in range(first + 1, stop):
+            if lengths[point + 1] - lengths[last] > MAX_EDGE_M + 1.0:
+                cuts[point] = True
+                last = point
+    return cuts
 
 
 def _build_network(

@@ -72,11 +72,11 @@ def test_single_way_becomes_one_edge(tmp_path: Path) -> None:
 
 
 def test_midpoint_interpolates_by_length(tmp_path: Path) -> None:
-    # Segments of 100 m and 300 m: the midpoint lies 100 m into the second segment.
-    grid = grid_nodes(1, 5, spacing_m=100.0)
+    # Segments of 40 m and 120 m: the midpoint lies 40 m into the second segment.
+    grid = grid_nodes(1, 5, spacing_m=40.0)
     path = write_osm(tmp_path / "mid.osm", grid.values(), [Way(10, [1, 2, 5], {"highway": "path"})])
     edge = parse_quietly(path).edges.to_pylist()[0]
-    assert edge["length_m"] == pytest.approx(400.0, rel=1e-3)
+    assert edge["length_m"] == pytest.approx(160.0, rel=1e-3)
     assert edge["mid_lon"] == pytest.approx(grid[(0, 2)].lon, abs=1e-7)
     assert edge["mid_lat"] == pytest.approx(grid[(0, 2)].lat, abs=1e-7)
 
@@ -217,15 +217,26 @@ def test_pedestrian_area_ring_is_walkable(tmp_path: Path) -> None:
     assert region.edges["length_m"].to_pylist()[0] == pytest.approx(160.0, rel=1e-3)
 
 
+def test_long_segment_stays_one_edge(tmp_path: Path) -> None:
+    # Nodes 60 m, 600 m and 660 m along: only the 540 m segment is longer than MAX_EDGE_M.
+    nodes = [
+        Node(1, 49.0, 8.0),
+        Node(2, 49.00054, 8.0),
+        Node(3, 49.0054, 8.0),
+        Node(4, 49.00594, 8.0),
+    ]
+    track = Way(10, [1, 2, 3, 4], {"highway": "track"})
+    region = parse_quietly(write_osm(tmp_path / "track.osm", nodes, [track]))
+    assert edge_pairs(region) == {(1, 2), (2, 3), (3, 4)}
+
+
 def test_long_way_cut_at_inner_nodes(tmp_path: Path) -> None:
     grid = grid_nodes(1, 8, spacing_m=60.0)
     track = Way(10, [node.id for node in grid.values()], {"highway": "track"})
     region = parse_quietly(write_osm(tmp_path / "track.osm", grid.values(), [track]))
     lengths = region.edges["length_m"].to_pylist()
-    # Cuts fall at the last node before each multiple of MAX_EDGE_M from the way's start,
-    # so a piece exceeds it by one segment at most.
-    assert edge_pairs(region) == {(1, 4), (4, 8)}
-    assert max(lengths) <= MAX_EDGE_M + 60.0
+    assert edge_pairs(region) == {(1, 4), (4, 7), (7, 8)}
+    assert max(lengths) <= MAX_EDGE_M + 1.0
     assert sum(lengths) == pytest.approx(420.0, rel=1e-3)
 
 
