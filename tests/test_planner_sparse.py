@@ -326,16 +326,7 @@ def test_heidelberg_step_routes_near_target_with_any_pick() -> None:
 # a mountain valley reached over a long path.
 HARD_STEP_STARTS = [
     ("heidelberg", 49.450502, 8.802676, 3000.0, ""),
-    pytest.param(
-        "heidelberg",
-        49.443800,
-        8.750871,
-        3000.0,
-        "parks and water",
-        # NOTE: since long edges are cut, this start snaps mid-street, and the first offer
-        # has no end with a way back of the right length, so the route ends 7% long.
-        marks=pytest.mark.xfail(strict=True, reason="first offer has no usable way back"),
-    ),
+    ("heidelberg", 49.443800, 8.750871, 3000.0, "parks and water"),
     ("andorra", 42.444156, 1.520818, 8000.0, ""),
     ("andorra", 42.475064, 1.505045, 5000.0, ""),
     # Routes that walk to the tip of a valley with most of the target left, and must walk
