@@ -229,6 +229,8 @@ def plan_loops(
     if _good_count(walks, target_m) == 0:
         # Out-and-back walks come first only where no loop comes within OUT_AND_BACK_ERROR
         # (see _select). Otherwise they follow a loop that misses the target by 5-10%.
+        # NOTE: they turn only at vertices, so beside a single segment longer than the
+        # parser's cut length there may be none of the right length.
         for walk in _out_and_back_walks(search, first_bearing):
             _add_distinct(walks, walk, target_m)
     if not walks and not preference.is_neutral:
@@ -356,8 +358,8 @@ def _select(
         or [walk for walk in walks if walk.error(target) <= ALTERNATIVE_ERROR]
         or walks
     )
-    best_rank = min(_rank(walk, target) for walk in pool)
     best = min(pool, key=lambda walk: _rank(walk, target))
+    best_rank = _rank(best, target)
     near = [
         walk
         for walk in pool
