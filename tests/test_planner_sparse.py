@@ -11,6 +11,7 @@ import pytest
 from planner import (
     Network,
     NoLoopFound,
+    RouteState,
     add_waypoint,
     finalize,
     plan_loops,
@@ -340,20 +341,30 @@ HARD_STEP_STARTS = [
 ]
 
 
-@pytest.mark.parametrize(("region", "lat", "lon", "target", "preference"), HARD_STEP_STARTS)
-def test_step_route_near_target_from_hard_start(
-    region: str, lat: float, lon: float, target: float, preference: str
-) -> None:
-    network = load_extract(region)
-    state = start_route(network, lat, lon, target)
-    for _ in range(40):
+def follow_best_candidates(
+    network: Network, state: RouteState, preference: str, seed: int, max_steps: int = 40
+) -> RouteState:
+    """Add the best-scored candidate until finalize is suggested, as a user following it.
+
+    Each suggestion's seed is `seed` plus the waypoints added so far, as the server does.
+    """
+    for _ in range(max_steps):
         candidates = suggest_candidates(
-            network, state, preference, seed=7 + len(state.waypoint_node_ids)
+            network, state, preference, seed=seed + len(state.waypoint_node_ids)
         )
         if state.finalize_suggested or not candidates:
             break
         best = max(candidates, key=lambda candidate: candidate.score)
         state = add_waypoint(network, state, best.id)
+    return state
+
+
+@pytest.mark.parametrize(("region", "lat", "lon", "target", "preference"), HARD_STEP_STARTS)
+def test_step_route_near_target_from_hard_start(
+    region: str, lat: float, lon: float, target: float, preference: str
+) -> None:
+    network = load_extract(region)
+    state = follow_best_candidates(network, start_route(network, lat, lon, target), preference, 7)
     route = finalize(network, state)
     assert abs(route.distance_m - target) <= 0.05 * target
 
@@ -413,15 +424,7 @@ def test_step_route_in_dead_end_keeps_moving() -> None:
     """A route at the tip of a walked valley is offered real steps, not a few metres each."""
     network = load_extract("andorra")
     state = start_route(network, 42.599478, 1.573509, 8000.0)
-    seed = 873559166
-    for _ in range(40):
-        candidates = suggest_candidates(
-            network, state, "", seed=seed + len(state.waypoint_node_ids)
-        )
-        if state.finalize_suggested or not candidates:
-            break
-        best = max(candidates, key=lambda candidate: candidate.score)
-        state = add_waypoint(network, state, best.id)
+    state = follow_best_candidates(network, state, "", 873559166)
     assert len(state.waypoint_node_ids) <= 12
     route = finalize(network, state)
     assert abs(route.distance_m - 8000.0) <= 0.05 * 8000.0
@@ -432,14 +435,6 @@ def test_finalize_detours_between_ways_back() -> None:
     one retracing it falls short, so finalize must close with a detour in between."""
     network = load_extract("andorra")
     state = start_route(network, 42.543703, 1.546251, 8000.0)
-    seed = 369145740
-    for _ in range(20):
-        candidates = suggest_candidates(
-            network, state, "", seed=seed + len(state.waypoint_node_ids)
-        )
-        if state.finalize_suggested or not candidates:
-            break
-        best = max(candidates, key=lambda candidate: candidate.score)
-        state = add_waypoint(network, state, best.id)
+    state = follow_best_candidates(network, state, "", 369145740, max_steps=20)
     route = finalize(network, state)
     assert abs(route.distance_m - 8000.0) <= 0.05 * 8000.0
