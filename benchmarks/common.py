@@ -341,14 +341,19 @@ def post_loops_concurrently(
                     else:
                         result.errors[f"HTTP {response.status_code}"] += 1
 
-    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    result.elapsed_s = run_threads(client_loop, clients)
+    return result
+
+
+def run_threads(target: Callable[[], None], count: int) -> float:
+    """Run `target` in `count` threads at once and return the seconds until all ended."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    result.elapsed_s = time.perf_counter() - started
-    return result
+    return time.perf_counter() - started
 
 
 # Child processes

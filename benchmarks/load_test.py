@@ -236,14 +236,9 @@ def cold_burst(base_url: str, starts: list, clients: int) -> dict:
                     elif response.status_code == 503 and "retry-after" not in response.headers:
                         retry_after_missing += 1
 
-    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    elapsed = common.run_threads(client_loop, clients)
     return {
-        "elapsed": time.perf_counter() - started,
+        "elapsed": elapsed,
         "statuses": dict(statuses),
         "errors": dict(errors),
         "jobs": sorted(set(job_ids)),
