@@ -38,10 +38,12 @@ def plan(network: Network, start: Start, target: float, preference: str, seed: i
 def measure_start(
     network: Network, reference: OsmReference, start: Start, target: float, seeds: int
 ) -> dict:
-    """Return the measures of one start, or an empty dict when no neutral loop was found."""
+    """Return the measures of one start, or an empty dict without a neutral and a nature loop."""
     firsts: list[RouteMeasures] = []
     within: list[RouteMeasures] = []
-    neutral_share = nature_share = best_share = None
+    neutral_share = nature_share = None
+    # Green/water shares of every nature loop within WITHIN of the target.
+    nature_within: list[float] = []
     for seed in range(1, seeds + 1):
         neutral = [
             reference.measure(loop.coordinates) for loop in plan(network, start, target, "", seed)
@@ -57,9 +59,9 @@ def measure_start(
         if nature and nature_share is None:
             nature_share = nature[0].green_water_share
         within += [route for route in neutral if route.error(target) <= WITHIN]
-        shares = [route.green_water_share for route in nature if route.error(target) <= WITHIN]
-        if shares:
-            best_share = max(shares if best_share is None else [*shares, best_share])
+        nature_within += [
+            route.green_water_share for route in nature if route.error(target) <= WITHIN
+        ]
     if not firsts or neutral_share is None or nature_share is None:
         return {}
     return {
@@ -67,7 +69,7 @@ def measure_start(
         "pool_distinct": min(count_distinct(within), DIVERSITY_SEEDS),
         "neutral": neutral_share,
         "nature": nature_share,
-        "best_nature": nature_share if best_share is None else max(best_share, nature_share),
+        "best_nature": max([nature_share, *nature_within]),
     }
 
 
