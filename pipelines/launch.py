@@ -19,12 +19,12 @@ from pipelines.tags import (
 log = logging.getLogger(__name__)
 
 
-# Reads and writes of the partition keys tried when other processes add keys meanwhile.
+# Maximum attempts to add partition keys while other processes add the same keys.
 PARTITION_ADD_TRIES = 5
 
 
 def add_partitions(instance: DagsterInstance, cells: list[str]) -> list[str]:
-    """Add the cells that are no partitions yet and return every partition key in order.
+    """Add the cells that are not partitions yet and return every partition key in order.
 
     Another process may add the same keys between the read and the write, and the storage
     then rejects the write with a unique constraint error. The keys are read again then.

@@ -32,12 +32,12 @@ UNDEFINED_COORDINATE = 2_147_483_647
 # limit) and so at most 1,999 pieces, and way ids stay far below 2**63 / EDGE_ID_FACTOR.
 EDGE_ID_FACTOR = 10_000
 
-# Edges longer than this are cut at inner nodes, so that every point of a way lies near a
-# vertex and a start beside a long track snaps close by.
+# Edges longer than this are cut at inner nodes, so that a start beside a long track snaps
+# close by. Only a single segment longer than this stays one longer edge.
 MAX_EDGE_M = 200.0
 
-# Changes whenever the edges parsed from the same file change, so that imports of older
-# formats get a new region version.
+# Version of the edges the parser builds from a file. It goes up whenever they change, so
+# that imports of older formats get a new region version.
 NETWORK_FORMAT = 3
 
 EDGE_TAG_KEYS = ("highway", "access", "foot", "surface", "lit", "name")

@@ -702,7 +702,8 @@ class _Returns:
         self.back_lengths = back_lengths
         self.back_tree = back_tree
         self.back_edges = self._edges_to_parent(back_tree, reverse=True)
-        # Trees of ends searched from the route's end, by id, each with its edge list.
+        # Edge to the parent of every node, per tree of ends searched from the route's end.
+        # The key is the tree's id, and the tree itself is kept to check that id.
         self.out_edges: dict[int, tuple[np.ndarray, list[int]]] = {}
         self.tolerance = tolerance
         self.costs = edge_costs(network, parse_preference(""))

@@ -152,7 +152,8 @@ def api_error_handler(_: Request, error: ApiError) -> Response:
     )
 
 
-# The request field each planner error is about; subclasses come before their bases.
+# The request field each planner error is about. Subclasses come before their bases,
+# because the first match wins.
 _PLANNER_ERROR_FIELDS = {
     StartNotFound: "lat",
     EmptyRoute: "route_id",

@@ -344,7 +344,7 @@ HARD_STEP_STARTS = [
 def follow_best_candidates(
     network: Network, state: RouteState, preference: str, seed: int, max_steps: int = 40
 ) -> RouteState:
-    """Add the best-scored candidate until finalize is suggested, as a user following it.
+    """Add the best-scored candidate until finalize is suggested or nothing is offered.
 
     Each suggestion's seed is `seed` plus the waypoints added so far, as the server does.
     """
