@@ -168,8 +168,6 @@ CASES = [
     BadRequest("finalize without waypoints", "POST", "/api/routes/{route}/finalize",
                content_type=None, status=422, field="route_id",
                mentions=("at least one waypoint",)),
-    BadRequest("finalize twice", "POST", "/api/routes/{finalized}/finalize", content_type=None,
-               status=409, field="route_id", mentions=("already finalized",)),
     BadRequest("waypoint after finalize", "POST", "/api/routes/{finalized}/waypoints",
                raw('{"candidate_id": "1-1-1"}'),
                status=409, field="route_id", mentions=("finalized",)),
@@ -267,13 +265,21 @@ def test_stale_candidate_is_422(server: LiveServer):
             "/api/start-route-async", json={"lat": LAT, "lon": LON, "target_distance": 3000}
         ).json()
         route_id = started["route_id"]
-        first = started["candidates"][0]["candidate_id"]
-        assert client.post(
-            f"/api/routes/{route_id}/waypoints", json={"candidate_id": first}
-        ).status_code == 200
-        again = client.post(f"/api/routes/{route_id}/waypoints", json={"candidate_id": first})
-    assert again.status_code == 422, again.text
-    assert first in again.json()["detail"]
+        url = f"/api/routes/{route_id}/waypoints"
+        first, other = (c["candidate_id"] for c in started["candidates"][:2])
+        step = client.post(url, json={"candidate_id": first})
+        assert step.status_code == 200, step.text
+        # Another candidate of an offer that was already used is no longer on offer.
+        sibling = client.post(url, json={"candidate_id": other})
+        later = step.json()["candidates"][0]["candidate_id"]
+        assert client.post(url, json={"candidate_id": later}).status_code == 200
+        # Only the last step taken may be repeated; an earlier one is stale.
+        earlier = client.post(url, json={"candidate_id": first})
+    assert sibling.status_code == 422, sibling.text
+    assert other in sibling.json()["detail"]
+    assert earlier.status_code == 422, earlier.text
+    assert first in earlier.json()["detail"]
+    assert "not offered" in earlier.json()["detail"]
 
 
 def test_server_serves_after_bad_input(server: LiveServer, routes: dict[str, str]):
