@@ -101,6 +101,16 @@ CASES = [
     BadRequest("empty body", "POST", "/api/loops", b"", field="body", mentions=("lat", "lon")),
     BadRequest("array body", "POST", "/api/loops", raw("[1, 2]"),
                field="body", mentions=("array",)),
+    # Repeated keys, which JSON parsers resolve differently
+    BadRequest("lat twice", "POST", "/api/loops",
+               raw(f'{{"lat": {LAT}, "lon": {LON}, "lat": 91}}'),
+               field="lat", mentions=("Duplicate field lat", f"lat={LAT}", "lat=91")),
+    BadRequest("lon twice, same value", "POST", "/api/start-route-async",
+               raw(f'{{"lat": {LAT}, "lon": {LON}, "lon": {LON}}}'),
+               field="lon", mentions=("Duplicate field lon", "send each field once")),
+    BadRequest("candidate id twice", "POST", "/api/routes/{route}/waypoints",
+               raw('{"candidate_id": "1-1-1", "candidate_id": "1-2-2"}'),
+               field="candidate_id", mentions=('candidate_id="1-1-1"', 'candidate_id="1-2-2"')),
     # Distances and other ranges
     BadRequest("distance zero", "POST", "/api/loops", loop_body(target_distance=0),
                field="target_distance", mentions=("0", DISTANCE_RANGE)),
