@@ -459,19 +459,15 @@ class RouteService:
         return self._route_view(route_id, network, updated)
 
     def finalize(self, route_id: str) -> schemas.RouteView:
-        """Close the route, or return the closed route again when it is already finalized."""
+        """Close the route; a route closed already gets RouteFinalized (409)."""
         record = self._load_route(route_id)
-        network = self._route_network(record)
         if record["final"] is not None:
-            return self._route_view(route_id, network, record)
+            raise planner.RouteFinalized(f"route {route_id} is already finalized")
+        network = self._route_network(record)
         state = planner.RouteState.from_dict(record["state"])
         final = planner.finalize(network, state)
         updated = {**record, "state": state.to_dict(), "final": msgspec.to_builtins(final)}
         if not self.state.replace_route(route_id, record, updated):
-            # A concurrent finalize may have closed the route first.
-            current = self._load_route(route_id)
-            if current["final"] is not None:
-                return self._route_view(route_id, network, current)
             raise self._changed_meanwhile(route_id)
         return self._route_view(route_id, network, updated)
 

@@ -178,6 +178,8 @@ CASES = [
     BadRequest("finalize without waypoints", "POST", "/api/routes/{route}/finalize",
                content_type=None, status=422, field="route_id",
                mentions=("at least one waypoint",)),
+    BadRequest("finalize twice", "POST", "/api/routes/{finalized}/finalize", content_type=None,
+               status=409, field="route_id", mentions=("already finalized",)),
     BadRequest("waypoint after finalize", "POST", "/api/routes/{finalized}/waypoints",
                raw('{"candidate_id": "1-1-1"}'),
                status=409, field="route_id", mentions=("finalized",)),

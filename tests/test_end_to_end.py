@@ -161,10 +161,9 @@ def test_interactive_route_to_gpx(server: LiveServer):
         coordinates = route["geometry"]["coordinates"]
         assert coordinates[0] == coordinates[-1]
 
-        # A finalize sent again, as after a lost response, gets the same closed route.
         again = client.post(f"/api/routes/{route_id}/finalize")
-        assert again.status_code == 200, again.text
-        assert again.json() == route
+        assert again.status_code == 409
+        assert again.json()["field"] == "route_id"
         late = client.post(
             f"/api/routes/{route_id}/waypoints",
             json={"candidate_id": candidates[1]["candidate_id"]},
