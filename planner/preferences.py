@@ -123,6 +123,12 @@ AVOID_TERMS: dict[str, str] = {
 # or a spaced dash ends a clause.
 NEGATION_SCOPE = 3
 
+# A conjunction right after an avoided term extends the negation over the next NEGATION_SCOPE
+# words, so "no stairs or busy roads" avoids both. After "or" and "nor" a liked word is
+# negated too ("no stairs or parks"), but after "and" it starts a new wish and is liked
+# ("no stairs and lots of parks").
+CONJUNCTIONS = frozenset(["and", "or", "nor"])
+
 STOP_WORDS = frozenset(
     [
         "a",
@@ -130,6 +136,7 @@ STOP_WORDS = frozenset(
         "the",
         "and",
         "or",
+        "nor",
         "with",
         "along",
         "by",
@@ -288,33 +295,47 @@ def parse_preference(text: str | None) -> Preference:
     matched: list[str] = []
     ignored: list[str] = []
     negation_left = 0
+    # True right after an avoided term, while further avoided terms and stop words follow.
+    after_avoided = False
+    # The conjunction that extended the negation, until the next word that is not a stop word.
+    conjunction: str | None = None
 
     for word in words:
         if not word:
-            negation_left = 0
+            negation_left, after_avoided, conjunction = 0, False, None
             continue
         if word in NEGATORS:
-            negation_left = NEGATION_SCOPE
+            negation_left, after_avoided, conjunction = NEGATION_SCOPE, False, None
             continue
+        if after_avoided:
+            if word in AVOID_TERMS:
+                # "busy main roads": the rest of the avoided phrase
+                _add(avoid, AVOID_TERMS[word])
+                continue
+            if word in CONJUNCTIONS:
+                negation_left, after_avoided, conjunction = NEGATION_SCOPE, False, word
+                continue
+            if word in STOP_WORDS:
+                continue
+            after_avoided = False
+        if conjunction is not None and word not in STOP_WORDS:
+            if conjunction == "and" and word in SYNONYMS:
+                negation_left = 0
+            conjunction = None
         negated = negation_left > 0
         negation_left = max(negation_left - 1, 0)
 
         if negated and word in AVOID_TERMS:
-            kind = AVOID_TERMS[word]
-            if kind not in avoid:
-                avoid.append(kind)
-            negation_left = 0
+            _add(avoid, AVOID_TERMS[word])
+            negation_left, after_avoided = 0, True
         elif word in STOP_WORDS:
             continue
         elif word in SYNONYMS and not negated:
-            group = SYNONYMS[word]
-            if group not in groups:
-                groups.append(group)
-            if word not in matched:
-                matched.append(word)
-        elif word not in ignored:
+            _add(groups, SYNONYMS[word])
+            _add(matched, word)
+        else:
             # Unknown words, and liked words under a negation, have no weight to give.
-            ignored.append(word)
+            _add(ignored, word)
 
     return Preference(
         text=text,
@@ -323,3 +344,8 @@ def parse_preference(text: str | None) -> Preference:
         matched=matched,
         ignored=ignored,
     )
+
+
+def _add(items: list[str], item: str) -> None:
+    if item not in items:
+        items.append(item)

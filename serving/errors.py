@@ -173,8 +173,11 @@ def planner_error_handler(_: Request, error: PlannerError) -> Response:
 
 
 def _parameter_rule(request: Request, name: str) -> str | None:
-    """Return the length and pattern a path or query parameter must match, in words."""
+    """Return the values, length and pattern a path or query parameter must match, in words."""
     parameter = request.route_handler.parsed_fn_signature.parameters.get(name)
+    if getattr(parameter, "annotation", None) is bool:
+        # Litestar also accepts 1 and 0, in any letter case ("True").
+        return "true or false"
     definition = getattr(parameter, "kwarg_definition", None)
     if definition is None:
         return None

@@ -72,6 +72,9 @@ async def check_json_body(request: Request) -> None:
             f"The request body is empty; send a JSON object with {fields_summary(model)}.",
             field="body",
         )
+    duplicate = duplicate_key_error(model, body)
+    if duplicate is not None:
+        raise duplicate
     try:
         msgspec.json.decode(body, type=model)
     except msgspec.ValidationError as error:
@@ -92,6 +95,55 @@ def lenient_fields(body: bytes) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, first: Any, second: Any) -> None:
+        super().__init__(key)
+        self.key = key
+        self.first = first
+        self.second = second
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    decoded: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in decoded:
+            raise _DuplicateKey(key, decoded[key], value)
+        decoded[key] = value
+    return decoded
+
+
+def duplicate_key_error(model: Any, body: bytes) -> InvalidField | None:
+    """Return a 400 naming the first key that an object of the body repeats, else None.
+
+    JSON parsers disagree on which of two equal keys wins (msgspec and Python keep the
+    last), so a body with one is rejected before it is read. A body that is not valid JSON
+    returns None, and the strict decode reports its syntax error.
+    """
+    try:
+        json.loads(
+            body,
+            object_pairs_hook=_object_without_duplicates,
+            parse_float=RawNumber,
+            parse_int=RawNumber,
+            parse_constant=RawNumber,
+        )
+    except _DuplicateKey as duplicate:
+        key = duplicate.key
+        # A client chooses key names, so they are shortened like values.
+        field = key if len(key) <= MAX_VALUE_CHARS else f"{key[:MAX_VALUE_CHARS]}..."
+        first, second = display_value(duplicate.first), display_value(duplicate.second)
+        return InvalidField(
+            f"Duplicate field {field} in the request body ({field}={first} and "
+            f"{field}={second}); send each field once.",
+            field=field,
+            value=second,
+            allowed=allowed_for(model, key) or fields_summary(model),
+        )
+    except (ValueError, RecursionError):
+        return None
+    return None
 
 
 def display_value(value: Any) -> str:

@@ -172,7 +172,8 @@ class RegionView(Struct):
 
 
 class Health(Struct):
-    status: Literal["ok"]
+    # "degraded" while Dagster cannot build cells: built areas are served, cold ones get 503.
+    status: Literal["ok", "degraded"]
     regions: int
     cells_built: int
     dagster: str

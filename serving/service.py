@@ -430,22 +430,36 @@ class RouteService:
         return self._route_view(route_id, self._route_network(record), record)
 
     def add_waypoint(self, route_id: str, candidate_id: str) -> schemas.RouteView:
+        """Walk to an offered candidate, or return the current view for a repeat of the last step.
+
+        A client that lost the response to a step sends the same `candidate_id` again. The
+        route stores the id of its last step, so the repeat gets the current route (and
+        its new candidates) without walking to the waypoint twice.
+        """
         record = self._load_route(route_id)
         if record["final"] is not None:
             raise planner.RouteFinalized(
                 f"route {route_id} is finalized; start a new route to walk further"
             )
         network = self._route_network(record)
+        if record.get("last_candidate_id") == candidate_id:
+            return self._route_view(route_id, network, record)
         state = planner.add_waypoint(
             network, planner.RouteState.from_dict(record["state"]), candidate_id
         )
         step_seed = record["seed"] + len(state.waypoint_node_ids)
         planner.suggest_candidates(network, state, record["preference"], seed=step_seed)
-        updated = {**record, "state": state.to_dict()}
-        self._store_route(route_id, record, updated)
+        updated = {**record, "state": state.to_dict(), "last_candidate_id": candidate_id}
+        if not self.state.replace_route(route_id, record, updated):
+            # A concurrent repeat of this step may have stored it first.
+            current = self._load_route(route_id)
+            if current["final"] is None and current.get("last_candidate_id") == candidate_id:
+                return self._route_view(route_id, network, current)
+            raise self._changed_meanwhile(route_id)
         return self._route_view(route_id, network, updated)
 
     def finalize(self, route_id: str) -> schemas.RouteView:
+        """Close the route; a route closed already gets RouteFinalized (409)."""
         record = self._load_route(route_id)
         if record["final"] is not None:
             raise planner.RouteFinalized(f"route {route_id} is already finalized")
@@ -453,7 +467,8 @@ class RouteService:
         state = planner.RouteState.from_dict(record["state"])
         final = planner.finalize(network, state)
         updated = {**record, "state": state.to_dict(), "final": msgspec.to_builtins(final)}
-        self._store_route(route_id, record, updated)
+        if not self.state.replace_route(route_id, record, updated):
+            raise self._changed_meanwhile(route_id)
         return self._route_view(route_id, network, updated)
 
     def _load_route(self, route_id: str) -> dict[str, Any]:
@@ -462,12 +477,12 @@ class RouteService:
             raise NotFound(f"route_id {route_id!r} not found", field="route_id")
         return record
 
-    def _store_route(self, route_id: str, old: dict[str, Any], new: dict[str, Any]) -> None:
-        if not self.state.replace_route(route_id, old, new):
-            raise Conflict(
-                f"route {route_id} changed while this step ran; fetch it and try again",
-                field="route_id",
-            )
+    @staticmethod
+    def _changed_meanwhile(route_id: str) -> Conflict:
+        return Conflict(
+            f"route {route_id} changed while this step ran; fetch it and try again",
+            field="route_id",
+        )
 
     def _route_view(
         self, route_id: str, network: planner.Network, record: dict[str, Any]

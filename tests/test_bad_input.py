@@ -101,6 +101,16 @@ CASES = [
     BadRequest("empty body", "POST", "/api/loops", b"", field="body", mentions=("lat", "lon")),
     BadRequest("array body", "POST", "/api/loops", raw("[1, 2]"),
                field="body", mentions=("array",)),
+    # Repeated keys, which JSON parsers resolve differently
+    BadRequest("lat twice", "POST", "/api/loops",
+               raw(f'{{"lat": {LAT}, "lon": {LON}, "lat": 91}}'),
+               field="lat", mentions=("Duplicate field lat", f"lat={LAT}", "lat=91")),
+    BadRequest("lon twice, same value", "POST", "/api/start-route-async",
+               raw(f'{{"lat": {LAT}, "lon": {LON}, "lon": {LON}}}'),
+               field="lon", mentions=("Duplicate field lon", "send each field once")),
+    BadRequest("candidate id twice", "POST", "/api/routes/{route}/waypoints",
+               raw('{"candidate_id": "1-1-1", "candidate_id": "1-2-2"}'),
+               field="candidate_id", mentions=('candidate_id="1-1-1"', 'candidate_id="1-2-2"')),
     # Distances and other ranges
     BadRequest("distance zero", "POST", "/api/loops", loop_body(target_distance=0),
                field="target_distance", mentions=("0", DISTANCE_RANGE)),
@@ -267,13 +277,21 @@ def test_stale_candidate_is_422(server: LiveServer):
             "/api/start-route-async", json={"lat": LAT, "lon": LON, "target_distance": 3000}
         ).json()
         route_id = started["route_id"]
-        first = started["candidates"][0]["candidate_id"]
-        assert client.post(
-            f"/api/routes/{route_id}/waypoints", json={"candidate_id": first}
-        ).status_code == 200
-        again = client.post(f"/api/routes/{route_id}/waypoints", json={"candidate_id": first})
-    assert again.status_code == 422, again.text
-    assert first in again.json()["detail"]
+        url = f"/api/routes/{route_id}/waypoints"
+        first, other = (c["candidate_id"] for c in started["candidates"][:2])
+        step = client.post(url, json={"candidate_id": first})
+        assert step.status_code == 200, step.text
+        # Another candidate of an offer that was already used is no longer on offer.
+        sibling = client.post(url, json={"candidate_id": other})
+        later = step.json()["candidates"][0]["candidate_id"]
+        assert client.post(url, json={"candidate_id": later}).status_code == 200
+        # Only the last step taken may be repeated; an earlier one is stale.
+        earlier = client.post(url, json={"candidate_id": first})
+    assert sibling.status_code == 422, sibling.text
+    assert other in sibling.json()["detail"]
+    assert earlier.status_code == 422, earlier.text
+    assert first in earlier.json()["detail"]
+    assert "not offered" in earlier.json()["detail"]
 
 
 def test_server_serves_after_bad_input(server: LiveServer, routes: dict[str, str]):

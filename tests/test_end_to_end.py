@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
 
@@ -161,6 +163,7 @@ def test_interactive_route_to_gpx(server: LiveServer):
 
         again = client.post(f"/api/routes/{route_id}/finalize")
         assert again.status_code == 409
+        assert again.json()["field"] == "route_id"
         late = client.post(
             f"/api/routes/{route_id}/waypoints",
             json={"candidate_id": candidates[1]["candidate_id"]},
@@ -169,6 +172,61 @@ def test_interactive_route_to_gpx(server: LiveServer):
         gpx = client.get(route["gpx_url"])
     assert gpx.status_code == 200
     ET.fromstring(gpx.text)
+
+
+def test_health_serves_get_and_head(server: LiveServer):
+    with server.client() as client:
+        # Dagster may still be starting when the server first responds.
+        deadline = time.monotonic() + 90
+        get = client.get("/api/health")
+        while get.json()["dagster"] != "ok" and time.monotonic() < deadline:
+            time.sleep(1)
+            get = client.get("/api/health")
+        head = client.head("/api/health")
+    assert get.status_code == 200, get.text
+    assert get.json()["status"] == "ok"
+    assert get.json()["dagster"] == "ok"
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert int(head.headers["content-length"]) > 0
+
+
+def test_waypoint_retry_returns_same_route(server: LiveServer):
+    lat, lon = MONACO_START
+    with server.client() as client:
+        started = client.post(
+            "/api/start-route-async", json={"lat": lat, "lon": lon, "target_distance": 3000}
+        ).json()
+        url = f"/api/routes/{started['route_id']}/waypoints"
+        first = started["candidates"][0]["candidate_id"]
+        step = client.post(url, json={"candidate_id": first})
+        retry = client.post(url, json={"candidate_id": first})
+        stored = client.get(f"/api/routes/{started['route_id']}")
+    assert step.status_code == 200, step.text
+    assert retry.status_code == 200, retry.text
+    assert retry.json() == step.json()
+    assert len(stored.json()["waypoints"]) == 1
+    assert stored.json()["distance_m"] == step.json()["distance_m"]
+    assert stored.json()["candidates"] == step.json()["candidates"]
+
+
+def test_waypoint_concurrent_repeats_succeed(server: LiveServer):
+    lat, lon = MONACO_START
+    with server.client() as client:
+        started = client.post(
+            "/api/start-route-async",
+            json={"lat": lat, "lon": lon, "target_distance": 3000, "seed": 3},
+        ).json()
+    url = f"{server.base_url}/api/routes/{started['route_id']}/waypoints"
+    body = {"candidate_id": started["candidates"][0]["candidate_id"]}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: httpx.post(url, json=body, timeout=60), range(4)))
+    with server.client() as client:
+        stored = client.get(f"/api/routes/{started['route_id']}").json()
+    assert [answer.status_code for answer in answers] == [200] * 4, [a.text for a in answers]
+    assert all(answer.json() == answers[0].json() for answer in answers)
+    assert len(stored["waypoints"]) == 1
 
 
 def test_waypoint_not_offered_is_rejected(server: LiveServer):

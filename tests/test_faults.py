@@ -300,14 +300,20 @@ def test_dagster_down_warm_still_served(server_without_dagster: LiveServer, samp
     with server_without_dagster.client() as client:
         warm = client.post("/api/loops", json={"lat": lat, "lon": lon, "target_distance": 3000})
         cold = client.post("/api/loops", json={"lat": cold_lat, "lon": cold_lon})
-        health = client.get("/api/health").json()
+        health = client.get("/api/health")
+        head = client.head("/api/health")
     assert warm.status_code == 200, warm.text
     assert cold.status_code == 503, cold.text
     assert int(cold.headers["Retry-After"]) > 0
     detail = cold.json()["detail"]
     assert "not built yet" in detail
     assert "Dagster webserver" in detail
-    assert health["dagster"].startswith("unavailable")
+    # Built areas are still served, so the server stays live and reports itself degraded.
+    assert health.status_code == 200
+    assert health.json()["status"] == "degraded"
+    assert health.json()["dagster"].startswith("unavailable")
+    assert head.status_code == 200
+    assert head.content == b""
 
 
 def test_dagster_daemon_down_is_503(server_without_dagster: LiveServer, sample_data: Path):

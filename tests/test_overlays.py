@@ -202,6 +202,21 @@ def test_overlays_reject_bad_bbox(server: LiveServer, bbox: str, message: str):
     assert message in body["detail"]
 
 
+@pytest.mark.parametrize("scores", ["maybe", "2", ""])
+def test_overlays_reject_bad_scores(server: LiveServer, scores: str):
+    with server.client() as client:
+        response = client.get(
+            "/api/overlays", params={"bbox": bbox_text(SMALL_BBOX), "scores": scores}
+        )
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["field"] == "scores"
+    assert body["value"] == scores
+    assert body["allowed"] == "true or false"
+    assert f"Invalid scores={scores!r}" in body["detail"]
+    assert "true or false" in body["detail"]
+
+
 def test_overlays_require_bbox(server: LiveServer):
     with server.client() as client:
         response = client.get("/api/overlays")

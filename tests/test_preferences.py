@@ -31,6 +31,17 @@ ENGOLASTERS = (42.5200, 1.5690)
         ("no parks\nquiet", ("quiet",), []),
         ("no parks - quiet", ("quiet",), []),
         ("no stairs; water", ("water",), ["steps"]),
+        ("no stairs or busy roads", (), ["steps", "busy"]),
+        ("avoid stairs and busy roads", (), ["steps", "busy"]),
+        ("avoid busy main roads and stairs", (), ["busy", "steps"]),
+        ("without steps nor traffic", (), ["steps", "busy"]),
+        ("no stairs or the busy roads, quiet", ("quiet",), ["steps", "busy"]),
+        ("no stairs, parks please", ("green",), ["steps"]),
+        ("no stairs, busy roads", (), ["steps"]),
+        ("no stairs - busy roads", (), ["steps"]),
+        ("no stairs or parks", (), ["steps"]),
+        ("no stairs and lots of parks", ("green",), ["steps"]),
+        ("no stairs or busybodies", (), ["steps"]),
         ("", (), []),
     ],
 )
@@ -55,6 +66,14 @@ def test_parse_preference_reads_back() -> None:
     assert preference.describe() == "matched: parks; avoid: steps; ignored: hills"
 
 
+def test_negated_list_reads_back_both() -> None:
+    preference = parse_preference("No stairs or busy roads\nwater")
+    assert preference.avoid == ["steps", "busy"]
+    assert preference.matched == ["water"]
+    assert preference.ignored == []
+    assert preference.describe() == "matched: water; avoid: steps, busy"
+
+
 def test_negated_liked_word_is_ignored() -> None:
     preference = parse_preference("not the river")
     assert preference.groups == ()
@@ -70,6 +89,20 @@ def test_avoid_steps_raises_step_cost() -> None:
     plain = edge_costs(network, parse_preference(""))
     avoiding = edge_costs(network, parse_preference("no stairs"))
     assert np.all(avoiding[steps] > 2.0 * plain[steps])
+
+
+def test_avoid_list_raises_both_costs() -> None:
+    network = load_network(str(VANCOUVER))
+    highways = np.asarray(network.highway_names, dtype=object)[network.highway_codes]
+    steps = np.flatnonzero(highways == "steps")
+    primary = np.flatnonzero(highways == "primary")
+    assert steps.size
+    assert primary.size
+    plain = edge_costs(network, parse_preference(""))
+    for text in ["no stairs or busy roads", "avoid busy roads and stairs"]:
+        avoiding = edge_costs(network, parse_preference(text))
+        assert np.all(avoiding[steps] > 2.0 * plain[steps]), text
+        assert np.all(avoiding[primary] > 2.0 * plain[primary]), text
 
 
 def nearest_start(network: Network, lat: float, lon: float) -> tuple[float, float]:
