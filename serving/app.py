@@ -36,7 +36,7 @@ class RouteController(Controller):
     """Loops, interactive routes and the jobs that build cold areas."""
 
     path = "/api"
-    tags = ["routes"]
+    tags = ("routes",)
 
     @post(
         "/loops",
@@ -139,7 +139,7 @@ def _gpx_response(name: str, coordinates: list, distance_m: float) -> Response[s
 
 class InfoController(Controller):
     path = "/api"
-    tags = ["info"]
+    tags = ("info",)
 
     # HEAD runs the same handler, and uvicorn sends the GET headers without the body.
     @route("/health", http_method=[HttpMethod.GET, HttpMethod.HEAD], sync_to_thread=True)

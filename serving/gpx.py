@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from xml.sax.saxutils import escape
 
 ATTRIBUTION = "Map data © OpenStreetMap contributors, ODbL 1.0"
@@ -14,7 +14,7 @@ def to_gpx(name: str, coordinates: list[tuple[float, float]], distance_m: float)
     points = "\n".join(
         f'      <trkpt lat="{lat:.6f}" lon="{lon:.6f}"/>' for lon, lat in coordinates
     )
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <gpx version="1.1" creator="Perfect10k" xmlns="http://www.topografix.com/GPX/1/1">
   <metadata>

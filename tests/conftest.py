@@ -56,6 +56,7 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess
     """Run the `perfect10k` command and fail the test with its output when it fails."""
     result = subprocess.run(
         [sys.executable, "-m", "perfect10k.cli", *args],
+        check=False,
         env=env,
         cwd=REPOSITORY,
         capture_output=True,
@@ -97,7 +98,8 @@ def start_server(data_dir: Path, log_name: str = "server.log", **extra: str) -> 
         PERFECT10K_DAGSTER_PORT=str(free_port()),
         **extra,
     )
-    log = open(data_dir / log_name, "ab")
+    # The server writes to the log for its whole life, so no context manager closes it here.
+    log = open(data_dir / log_name, "ab")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "-m", "perfect10k.cli", "serve"],
         env=env,

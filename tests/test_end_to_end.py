@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import xml.etree.ElementTree as ET
@@ -23,7 +24,7 @@ def network_segments(warehouse: Warehouse, region: str) -> set[tuple]:
     segments = set()
     for lons, lats in zip(edges.column("lon").to_pylist(), edges.column("lat").to_pylist()):
         points = [(round(lon, 6), round(lat, 6)) for lon, lat in zip(lons, lats)]
-        for a, b in zip(points, points[1:]):
+        for a, b in itertools.pairwise(points):
             segments.add((a, b))
             segments.add((b, a))
     return segments
@@ -35,7 +36,7 @@ def assert_valid_loop(loop: dict, target: float, segments: set[tuple], tolerance
     assert coordinates[0] == coordinates[-1], "loop is not closed"
     assert abs(loop["distance_m"] - target) <= tolerance * target, loop["distance_m"]
     off_network = [
-        (a, b) for a, b in zip(coordinates, coordinates[1:]) if a != b and (a, b) not in segments
+        (a, b) for a, b in itertools.pairwise(coordinates) if a != b and (a, b) not in segments
     ]
     assert not off_network, f"{len(off_network)} steps leave the walking network"
 

@@ -11,9 +11,9 @@ import osmium
 import pyarrow as pa
 import pytest
 import shapely
-from tests.osm_builders import Member, Node, Relation, Way, grid_nodes, write_osm
 
 from pipelines.osm import EDGE_ID_FACTOR, MAX_EDGE_M, ParsedRegion, parse_extract
+from tests.osm_builders import Member, Node, Relation, Way, grid_nodes, write_osm
 from warehouse.schema import REGION_AREAS, REGION_EDGES, REGION_NODES, REGION_POIS
 
 EXTRACTS = Path(__file__).resolve().parents[1].parent / "shared" / "osm"

@@ -19,6 +19,7 @@ from planner import (
     RouteState,
     StartNotFound,
     add_waypoint,
+    closing,
     finalize,
     parse_preference,
     plan_loops,
@@ -26,7 +27,6 @@ from planner import (
     start_route,
     suggest_candidates,
 )
-from planner import closing
 from planner.routing import (
     USED_EDGE_FACTOR,
     cost_matrix,
