@@ -4,7 +4,9 @@ This evaluator shares no code with the product: it reads the extract with its ow
 pyosmium reader and applies its own pedestrian access rules, written from the OSM wiki
 pages on access tags, highway=*, barrier=* and sidewalks. A route is a list of
 (lon, lat) points. Each consecutive pair must be one segment of an OSM way, found by
-exact node coordinates on the 1e-7 degree grid that OSM uses. Nothing the planner reports
+exact node coordinates on the 1e-7 degree grid that OSM uses, or a piece of one: a point
+off that grid (one the planner adds to cut a long segment) must lie within ON_SEGMENT_M
+of the segment that contains the piece. Nothing the planner reports
 about a route (its distance, edge ids, retrace or green shares) is used.
 
 Run on its own to judge one GeoJSON route:
@@ -40,6 +42,8 @@ EARTH_RADIUS_M = 6_371_008.8
 COORDINATE_SCALE = 10_000_000
 
 GREEN_DISTANCE_M = 30.0
+# Distance from its OSM segment within which a route point that is no OSM node counts as on it.
+ON_SEGMENT_M = 0.05
 WATER_DISTANCE_M = 50.0
 
 # Two loops count as different when the length they share is less than this share of the
@@ -302,6 +306,7 @@ class OsmReference:
     def _index_segments(self, ways: _Ways) -> None:
         """Map each undirected segment to its ways and build the walkable graph for starts."""
         self._segment_ways: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._segment_tree: tuple[shapely.STRtree, list[tuple[int, int]]] | None = None
         walk_a: list[int] = []
         walk_b: list[int] = []
         walk_way: list[int] = []
@@ -325,6 +330,7 @@ class OsmReference:
                     walk_way.append(index)
 
         # Undirected components of the allowed segments, cut at blocking barriers.
+        self._node_keys = np.unique(np.asarray(all_keys, dtype=np.uint64))
         points, inverse = np.unique(np.array(walk_a + walk_b, dtype=np.uint64), return_inverse=True)
         count = len(walk_a)
         row, col = inverse[:count], inverse[count:]
@@ -434,6 +440,7 @@ class OsmReference:
             np.rint(lat * COORDINATE_SCALE).astype(np.int64),
         )
         segments = [(a, b) if a < b else (b, a) for a, b in itertools.pairwise(keys)]
+        on_node = np.isin(np.asarray(keys, dtype=np.uint64), self._node_keys).tolist()
 
         off_network = np.zeros(len(segments), dtype=bool)
         forbidden = np.zeros(len(segments), dtype=bool)
@@ -441,7 +448,11 @@ class OsmReference:
         for index, (segment, a, b) in enumerate(zip(segments, keys[:-1], keys[1:])):
             if a == b:
                 continue
-            ways = self._segment_ways.get(segment)
+            if on_node[index] and on_node[index + 1]:
+                ways = self._segment_ways.get(segment)
+            else:
+                ends = [(key, on_node[i], points[i]) for i, key in ((index, a), (index + 1, b))]
+                ways = self._ways_containing(ends)
             if ways is None:
                 off_network[index] = True
             elif all(self.way_reason[way] is not None for way in ways):
@@ -469,6 +480,41 @@ class OsmReference:
             green_water_m=float(lengths[near].sum()),
             segments=lengths_by_segment,
         )
+
+    def _ways_containing(self, ends: list[tuple[int, bool, np.ndarray]]) -> tuple[int, ...] | None:
+        """Return the ways of the segments that contain a route piece, or None.
+
+        `ends` gives each end of the piece as (point key, is an OSM node, (lon, lat)). A
+        segment contains the piece when each end is one of its nodes or, for an end that is no
+        OSM node, lies within ON_SEGMENT_M of it.
+        """
+        tree, segments = self._segments_indexed()
+        candidates: set[int] | None = None
+        for key, on_node, (lon, lat) in ends:
+            if on_node:
+                continue
+            x, y = self._project(np.array([lon]), np.array([lat]))
+            near = tree.query(shapely.points(x, y), predicate="dwithin", distance=ON_SEGMENT_M)
+            found = set(near[1].tolist())
+            candidates = found if candidates is None else candidates & found
+        ways: tuple[int, ...] = ()
+        for segment in sorted(candidates or ()):
+            pair = segments[segment]
+            if all(key in pair for key, on_node, _ in ends if on_node):
+                ways += self._segment_ways[pair]
+        return ways or None
+
+    def _segments_indexed(self) -> tuple[shapely.STRtree, list[tuple[int, int]]]:
+        """Return a tree of every way segment in metres, and the segment of each entry."""
+        if self._segment_tree is None:
+            segments = list(self._segment_ways)
+            packed = np.array(segments, dtype=np.uint64).reshape(-1)
+            x = (packed >> np.uint64(32)).astype(np.int64) - (1 << 31)
+            y = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64) - (1 << 31)
+            mx, my = self._project(x / COORDINATE_SCALE, y / COORDINATE_SCALE)
+            coords = np.column_stack([mx, my]).reshape(-1, 2, 2)
+            self._segment_tree = (shapely.STRtree(shapely.linestrings(coords)), segments)
+        return self._segment_tree
 
     def _mark_barrier_passes(
         self,

@@ -29,16 +29,25 @@ COORDINATE_PRECISION = 10_000_000
 UNDEFINED_COORDINATE = 2_147_483_647
 
 # edge_id = way_id * EDGE_ID_FACTOR + piece index. A way has at most 2,000 nodes (OSM API
-# limit) and so at most 1,999 pieces, and way ids stay far below 2**63 / EDGE_ID_FACTOR.
+# limit), so its pieces stay far below EDGE_ID_FACTOR unless its segments run thousands of
+# kilometres, and way ids stay far below 2**63 / EDGE_ID_FACTOR.
 EDGE_ID_FACTOR = 10_000
 
 # Edges longer than this are cut at inner nodes, so that a start beside a long track snaps
-# close by. Only a single segment longer than this stays one longer edge.
+# close by. A single segment longer than this is cut into equal pieces at added points.
 MAX_EDGE_M = 200.0
+
+# Id of a point added inside a long segment: -(way_id * POINT_ID_WAY_FACTOR + position *
+# POINT_ID_POSITION_FACTOR + k). Here position is the index of the segment's first node in
+# the way as the file lists it, and k = 1, 2, ... counts the points along the segment. OSM
+# node ids are positive, so no added id equals one. Every extract that contains the same
+# version of the way gives its points the same ids, so cells of overlapping extracts join.
+POINT_ID_POSITION_FACTOR = 10_000
+POINT_ID_WAY_FACTOR = 10_000 * POINT_ID_POSITION_FACTOR
 
 # Version of the edges the parser builds from a file. It goes up whenever they change, so
 # that imports of older formats get a new region version.
-NETWORK_FORMAT = 3
+NETWORK_FORMAT = 4
 
 EDGE_TAG_KEYS = ("highway", "access", "foot", "surface", "lit", "name")
 
@@ -277,6 +286,7 @@ class _FlatWays:
     lat: np.ndarray
     offsets: np.ndarray
     kept_ways: np.ndarray  # indices into the collected ways
+    positions: np.ndarray  # index of each node in its way as the file lists it
 
 
 @dataclass
@@ -331,12 +341,14 @@ def _flatten_ways(nodes: _WayNodes, counts_out: _TrimCounts) -> _FlatWays:
     keep &= long_enough[way_index]
     kept_ways = np.flatnonzero(long_enough)
     kept_offsets = np.concatenate(([0], np.cumsum(kept_counts[kept_ways])))
+    positions = np.arange(len(ids)) - offsets[way_index]
     return _FlatWays(
         ids=ids[keep],
         lon=x[keep] / COORDINATE_PRECISION,
         lat=y[keep] / COORDINATE_PRECISION,
         offsets=kept_offsets,
         kept_ways=kept_ways,
+        positions=positions[keep],
     )
 
 
@@ -376,14 +388,108 @@ def _split_points(is_vertex: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
     return cuts
 
 
+def _segment_lengths(flat: _FlatWays) -> np.ndarray:
+    """Return the length of segment i, which joins point i and i + 1.
+
+    Segments across way boundaries get length 0 and are never inside an edge, so the
+    cumulative length is monotonic.
+    """
+    if len(flat.ids) < 2:
+        return np.zeros(0)
+    segment = haversine_m(flat.lon[:-1], flat.lat[:-1], flat.lon[1:], flat.lat[1:])
+    segment[flat.offsets[1:-1] - 1] = 0.0
+    return segment
+
+
+def _add_long_segment_points(
+    flat: _FlatWays, way_ids: np.ndarray
+) -> tuple[_FlatWays, np.ndarray, np.ndarray]:
+    """Cut each segment longer than MAX_EDGE_M into equal pieces at added points.
+
+    An added point lies on the straight lon/lat line of its segment, so edge geometry keeps
+    its course. As in `_split_points`, a segment up to a metre over MAX_EDGE_M stays whole.
+    So does a segment that the id scheme of POINT_ID_WAY_FACTOR cannot number: a way id
+    that is not positive or too large, a position of 10,000 or more, or 10,000 pieces or
+    more. Returns the ways with the added points, their segment lengths, and a mask of the
+    added points.
+    """
+    segment = _segment_lengths(flat)
+    long = np.flatnonzero(segment > MAX_EDGE_M + 1.0)
+    if len(long) == 0:
+        return flat, segment, np.zeros(len(flat.ids), dtype=bool)
+    pieces = np.ceil(segment[long] / MAX_EDGE_M).astype(np.int64)
+    way_of_long = flat.kept_ways[np.searchsorted(flat.offsets, long, side="right") - 1]
+    way_id = way_ids[way_of_long]
+    position = flat.positions[long]
+    numbered = (
+        (way_id > 0)
+        & (way_id <= np.iinfo(np.int64).max // POINT_ID_WAY_FACTOR - 1)
+        & (position < POINT_ID_WAY_FACTOR // POINT_ID_POSITION_FACTOR)
+        & (pieces < POINT_ID_POSITION_FACTOR)
+    )
+    long, pieces, way_id, position = (a[numbered] for a in (long, pieces, way_id, position))
+    if len(long) == 0:
+        return flat, segment, np.zeros(len(flat.ids), dtype=bool)
+
+    # Point i moves up by the number of points added before it. The points added in
+    # segment i follow point i.
+    extra = np.zeros(len(flat.ids), dtype=np.int64)
+    extra[long] = pieces - 1
+    shift = np.concatenate(([0], np.cumsum(extra)))
+    old_to_new = np.arange(len(flat.ids)) + shift[:-1]
+    total = len(flat.ids) + int(shift[-1])
+
+    per_segment = pieces - 1
+    k = np.arange(int(per_segment.sum())) + 1
+    k -= np.repeat(np.cumsum(per_segment) - per_segment, per_segment)
+    before = np.repeat(long, per_segment)
+    fraction = k / np.repeat(pieces, per_segment)
+    at = old_to_new[before] + k
+
+    ids = np.empty(total, dtype=np.int64)
+    lon = np.empty(total)
+    lat = np.empty(total)
+    positions = np.empty(total, dtype=np.int64)
+    ids[old_to_new], lon[old_to_new], lat[old_to_new] = flat.ids, flat.lon, flat.lat
+    positions[old_to_new] = flat.positions
+    ids[at] = -(
+        np.repeat(way_id, per_segment) * POINT_ID_WAY_FACTOR
+        + np.repeat(position, per_segment) * POINT_ID_POSITION_FACTOR
+        + k
+    )
+    lon[at] = flat.lon[before] + fraction * (flat.lon[before + 1] - flat.lon[before])
+    lat[at] = flat.lat[before] + fraction * (flat.lat[before + 1] - flat.lat[before])
+    positions[at] = flat.positions[before]
+    added = np.zeros(total, dtype=bool)
+    added[at] = True
+
+    new_segment = np.zeros(total - 1)
+    new_segment[old_to_new[:-1]] = segment
+    piece_start = np.repeat(old_to_new[long], pieces)
+    piece_start += np.arange(len(piece_start)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    new_segment[piece_start] = haversine_m(
+        lon[piece_start], lat[piece_start], lon[piece_start + 1], lat[piece_start + 1]
+    )
+    dense = _FlatWays(
+        ids=ids,
+        lon=lon,
+        lat=lat,
+        offsets=flat.offsets + shift[flat.offsets],
+        kept_ways=flat.kept_ways,
+        positions=positions,
+    )
+    return dense, new_segment, added
+
+
 def _build_network(
     collected: _Collected, stats: ParseStats, trim: _TrimCounts
 ) -> tuple[pa.Table, pa.Table]:
     flat = _flatten_ways(collected.walk_nodes, trim)
+    walk_way_ids = np.asarray(collected.walk_way_ids, dtype=np.int64)
+    flat, segment, added = _add_long_segment_points(flat, walk_way_ids)
     n_ways = len(flat.kept_ways)
     counts = np.diff(flat.offsets)
     way_index = np.repeat(np.arange(n_ways), counts)
-    n_points = len(flat.ids)
 
     # A vertex is a node used twice or more (by two ways, or twice by one way), a way end,
     # or a blocking barrier.
@@ -393,14 +499,7 @@ def _build_network(
     is_vertex[flat.offsets[1:] - 1] = True
     blocking = np.asarray(collected.blocking, dtype=np.int64)
     is_blocking = np.isin(flat.ids, blocking)
-    is_vertex |= is_blocking
-
-    # Segment i joins point i and i + 1. Segments across way boundaries get length 0 and
-    # are never inside an edge, so the cumulative length is monotonic.
-    segment = np.zeros(max(n_points - 1, 0))
-    if n_points > 1:
-        segment = haversine_m(flat.lon[:-1], flat.lat[:-1], flat.lon[1:], flat.lat[1:])
-        segment[flat.offsets[1:-1] - 1] = 0.0
+    is_vertex |= is_blocking | added
     cumulative = np.concatenate(([0.0], np.cumsum(segment)))
     is_vertex |= _split_points(is_vertex, cumulative)
 
@@ -434,7 +533,7 @@ def _build_network(
     )
 
     source_way = flat.kept_ways[edge_way]
-    way_ids = np.asarray(collected.walk_way_ids, dtype=np.int64)[source_way]
+    way_ids = walk_way_ids[source_way]
     take = pa.array(source_way)
     columns = {
         "edge_id": pa.array(way_ids * EDGE_ID_FACTOR + piece, pa.int64()),

@@ -229,8 +229,8 @@ def plan_loops(
     if _good_count(walks, target_m) == 0:
         # Out-and-back walks come first only where no loop comes within OUT_AND_BACK_ERROR
         # (see _select). Otherwise they follow a loop that misses the target by 5-10%.
-        # NOTE: they turn only at vertices, so beside a single segment longer than the
-        # parser's cut length there may be none of the right length.
+        # NOTE: they turn only at vertices, up to the parser's MAX_EDGE_M apart, so on a
+        # long dead-end track there may be none within ALTERNATIVE_ERROR.
         for walk in _out_and_back_walks(search, first_bearing):
             _add_distinct(walks, walk, target_m)
     if not walks and not preference.is_neutral:

@@ -149,7 +149,7 @@ class Network:
         sorted_ids = sorted_ids[unique_mask]
         order = order[unique_mask]
 
-        # Map OSM ids to node table rows and drop edges that reference unknown nodes.
+        # Map node ids to node table rows and drop edges that reference unknown nodes.
         u_ids = edges.column("u").to_numpy().astype(np.int64)
         v_ids = edges.column("v").to_numpy().astype(np.int64)
         u_row = _lookup(sorted_ids, u_ids)
@@ -159,7 +159,7 @@ class Network:
             edges = edges.filter(pa.array(keep))
             u_row, v_row = u_row[keep], v_row[keep]
 
-        # Keep only vertices some edge touches, renumbered 0..n-1 in OSM id order.
+        # Keep only vertices some edge touches, renumbered 0..n-1 in node id order.
         used_rows, inverse = np.unique(np.concatenate([u_row, v_row]), return_inverse=True)
         edge_u = inverse[: u_row.shape[0]].astype(np.int32)
         edge_v = inverse[u_row.shape[0] :].astype(np.int32)
@@ -238,7 +238,7 @@ class Network:
         )
 
     def node_index(self, node_id: int) -> int:
-        """Return the array index of an OSM node id, or -1 when the network lacks it."""
+        """Return the array index of a node id, or -1 when the network lacks it."""
         row = int(np.searchsorted(self.node_ids, node_id))
         if row < self.node_ids.shape[0] and self.node_ids[row] == node_id:
             return row

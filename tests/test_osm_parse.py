@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bz2
+import itertools
 import warnings
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pytest
 import shapely
 
+from planner import Network, snap_start
 from pipelines.osm import EDGE_ID_FACTOR, MAX_EDGE_M, ParsedRegion, parse_extract
 from tests.osm_builders import Member, Node, Relation, Way, grid_nodes, write_osm
 from warehouse.schema import REGION_AREAS, REGION_EDGES, REGION_NODES, REGION_POIS
@@ -217,7 +219,7 @@ def test_pedestrian_area_ring_is_walkable(tmp_path: Path) -> None:
     assert region.edges["length_m"].to_pylist()[0] == pytest.approx(160.0, rel=1e-3)
 
 
-def test_long_segment_stays_one_edge(tmp_path: Path) -> None:
+def test_long_segment_cut_into_equal_pieces(tmp_path: Path) -> None:
     # Nodes 60 m, 600 m and 660 m along: only the 540 m segment is longer than MAX_EDGE_M.
     nodes = [
         Node(1, 49.0, 8.0),
@@ -227,7 +229,93 @@ def test_long_segment_stays_one_edge(tmp_path: Path) -> None:
     ]
     track = Way(10, [1, 2, 3, 4], {"highway": "track"})
     region = parse_quietly(write_osm(tmp_path / "track.osm", nodes, [track]))
-    assert edge_pairs(region) == {(1, 2), (2, 3), (3, 4)}
+    rows = sorted(region.edges.to_pylist(), key=lambda row: row["edge_id"])
+    chain = [rows[0]["u"]] + [row["v"] for row in rows]
+    assert chain[:2] == [1, 2]
+    assert chain[-2:] == [3, 4]
+    assert len(chain) == 6
+    assert all(node < 0 for node in chain[2:4])
+    assert [row["length_m"] for row in rows[1:4]] == pytest.approx([180.0] * 3, rel=1e-3)
+
+
+# A footway 495 m north and 495 m east of its start, 700 m long, and a node 73 m west of it.
+METRES_PER_DEGREE_LAT = 111_195.08
+METRES_PER_DEGREE_LON = METRES_PER_DEGREE_LAT * float(np.cos(np.radians(49.0)))
+FOOTWAY_NODES = [
+    Node(1, 49.0, 8.0),
+    Node(2, 49.0 + 495.0 / METRES_PER_DEGREE_LAT, 8.0 + 495.0 / METRES_PER_DEGREE_LON),
+    Node(3, 49.0, 7.999),
+]
+
+
+def straight_footway(path: Path, refs: list[int] | None = None) -> ParsedRegion:
+    """Parse the footway: its nodes 1 and 2, or the nodes `refs` names."""
+    way = Way(10, refs or [1, 2], {"highway": "footway"})
+    return parse_quietly(write_osm(path, FOOTWAY_NODES, [way]))
+
+
+def test_straight_segment_pieces_and_ids(tmp_path: Path) -> None:
+    region = straight_footway(tmp_path / "footway.osm")
+    edges = region.edges
+    lengths = edges["length_m"].to_pylist()
+    assert len(lengths) == 4
+    assert max(lengths) <= MAX_EDGE_M
+    assert sum(lengths) == pytest.approx(700.0, rel=1e-3)
+
+    node_ids = region.nodes["node_id"].to_pylist()
+    added = [node for node in node_ids if node not in (1, 2)]
+    assert len(node_ids) == len(set(node_ids)) == 5
+    assert len(added) == 3
+    assert all(node < 0 for node in added)
+    assert len(set(region.edges["edge_id"].to_pylist())) == region.edges.num_rows
+
+    # Each piece starts where the one before ends, and every point lies on the line.
+    rows = sorted(edges.to_pylist(), key=lambda row: row["edge_id"])
+    assert rows[0]["u"] == 1
+    assert rows[-1]["v"] == 2
+    for before, after in itertools.pairwise(rows):
+        assert before["v"] == after["u"]
+        assert (before["lon"][-1], before["lat"][-1]) == (after["lon"][0], after["lat"][0])
+    lon = np.array([lon for row in rows for lon in row["lon"]])
+    lat = np.array([lat for row in rows for lat in row["lat"]])
+    slope = (lat[-1] - lat[0]) / (lon[-1] - lon[0])
+    assert lat - lat[0] == pytest.approx(slope * (lon - lon[0]), abs=1e-12)
+    assert np.all(np.diff(lon) >= 0)
+
+    nodes = dict(
+        zip(node_ids, zip(region.nodes["lon"].to_pylist(), region.nodes["lat"].to_pylist()))
+    )
+    for row in rows:
+        assert nodes[row["u"]] == (row["lon"][0], row["lat"][0])
+        assert nodes[row["v"]] == (row["lon"][-1], row["lat"][-1])
+
+
+def test_added_points_same_in_clipped_extract(tmp_path: Path) -> None:
+    # Without its first node the way is trimmed, yet its added points keep ids and places.
+    whole = straight_footway(tmp_path / "whole.osm", [3, 1, 2])
+    with pytest.warns(UserWarning):
+        clipped = parse_extract(
+            write_osm(
+                tmp_path / "clipped.osm",
+                FOOTWAY_NODES[:2],
+                [Way(10, [3, 1, 2], {"highway": "footway"})],
+            )
+        )
+    whole_nodes = whole.nodes.filter(pa.compute.less(whole.nodes["node_id"], 0))
+    clipped_nodes = clipped.nodes.filter(pa.compute.less(clipped.nodes["node_id"], 0))
+    assert whole_nodes.num_rows == 3
+    assert clipped_nodes.equals(whole_nodes)
+
+
+def test_start_beside_long_segment_snaps_close(tmp_path: Path) -> None:
+    region = straight_footway(tmp_path / "footway.osm")
+    network = Network.from_tables(region.nodes, region.edges)
+    # 30 m south-east of the middle of the footway, at right angles to it.
+    lat = 49.0 + (247.5 - 21.2) / METRES_PER_DEGREE_LAT
+    lon = 8.0 + (247.5 + 21.2) / METRES_PER_DEGREE_LON
+    snapped = snap_start(network, lat, lon)
+    assert snapped.node_id < 0
+    assert snapped.distance_m <= 100.0
 
 
 def test_long_way_cut_at_inner_nodes(tmp_path: Path) -> None:

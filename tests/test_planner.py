@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 import shapely
 
+from pipelines.osm import haversine_m
 from planner import (
     InvalidWaypoint,
     Network,
@@ -643,3 +644,14 @@ def test_monaco_loops_within_five_percent(monaco: Network) -> None:
         loops = plan_loops(monaco, lat, lon, 3000.0, "parks and water", seed=index)
         hits += abs(loops[0].distance_m - 3000.0) <= 0.05 * 3000.0
     assert hits >= 9
+
+
+def test_andorra_start_beside_long_track_starts_close() -> None:
+    # The start lies beside the middle of a track segment over 700 m long without nodes.
+    andorra = load_extract("andorra")
+    lat, lon = 42.4545658, 1.56367135
+    loops = plan_loops(andorra, lat, lon, 8000.0, "", seed=0)
+    first_lon, first_lat = loops[0].coordinates[0]
+    assert haversine_m(first_lon, first_lat, lon, lat) <= 120.0
+    assert_closed_walk(andorra, loops[0].node_ids, loops[0].edge_ids)
+    assert abs(loops[0].distance_m - 8000.0) <= 0.05 * 8000.0

@@ -2,8 +2,9 @@
 
 Region tables are written once per imported extract under
 `regions/<region_id>/<version>/<table>.parquet`. Cell tables are written per H3 cell under
-`cells/<cell>/<version>/<table>.parquet`. Node ids are OSM node ids, so the edges of
-neighbouring cells join at shared nodes when their tables are concatenated.
+`cells/<cell>/<version>/<table>.parquet`. Node ids are OSM node ids, or negative ids
+of points the parser adds inside long segments (`pipelines.osm.POINT_ID_WAY_FACTOR`), so
+the edges of neighbouring cells join at shared nodes when their tables are concatenated.
 """
 
 from __future__ import annotations
