@@ -191,6 +191,7 @@ def plan_loops(
     alternatives = max(int(alternatives), 1)
     start = snap_start(network, lat, lon, min_component_m=0.5 * target_m)
     rng = np.random.default_rng(DEFAULT_SEED if seed is None else seed)
+    whole = network
     network = network.around(start.node, LOCAL_RADIUS_SHARE * target_m)
     search = _LoopSearch(network, preference, network.node_index(start.node_id), target_m)
 
@@ -230,20 +231,24 @@ def plan_loops(
         # Out-and-back walks come first only where no loop comes within OUT_AND_BACK_ERROR
         # (see _select). Otherwise they follow a loop that misses the target by 5-10%.
         # NOTE: they turn only at vertices, up to the parser's MAX_EDGE_M apart, so on a
-        # long dead-end track there may be none within ALTERNATIVE_ERROR.
+        # long dead-end track the closest one may miss the target by more than 5%.
         for walk in _out_and_back_walks(search, first_bearing):
             _add_distinct(walks, walk, target_m)
-    if not walks and not preference.is_neutral:
-        # Cheap liked ways can lead the cost tree round the only way of the right length.
-        plain = _LoopSearch(network, parse_preference(""), search.start, target_m)
+    if not walks:
+        # Cheap liked ways can lead the cost tree round the only way of the right length,
+        # and a walk up to MAX_ERROR long may turn outside the circle searched so far.
+        network = whole.around(start.node, 0.5 * (1.0 + MAX_ERROR) * target_m)
+        plain = _LoopSearch(
+            network, parse_preference(""), network.node_index(start.node_id), target_m
+        )
         for walk in _out_and_back_walks(plain, first_bearing):
             _add_distinct(walks, walk, target_m)
 
     if not walks:
         raise NoLoopFound(
             f"No loop of about {target_m:.0f} m found from the start: the walkable network "
-            f"reachable there is too small or too broken up. Try a shorter distance or "
-            "another start."
+            "reachable there offers no walk within 25% of that length. Try another distance "
+            "or another start."
         )
     walks = _select(walks, target_m, alternatives, tie, pick)
     return [_to_loop(network, walk, start.distance_m) for walk in walks]
@@ -490,24 +495,37 @@ def _pivot_walks(
 def _out_and_back_walks(search: _LoopSearch, bearing: float) -> list[Walk]:
     """Walk out to a turning point about half the target away and back the same way.
 
-    Turning points whose walk lies within ALTERNATIVE_ERROR are scored by length error,
+    Turning points whose walk lies within ALTERNATIVE_ERROR (else MAX_ERROR) are scored by length error,
     by their angle to `bearing` (so seeds turn in different directions) and by the liked
     share of the way, and the best OUT_AND_BACK_TRIES are built.
     """
     network = search.network
     target = search.target
-    real = search.start_real
+    # The start's tree reaches about half the target. A turning point may lie up to
+    # MAX_ERROR further out, so this tree reaches further.
+    _, tree = shortest_tree(
+        cost_matrix(network, search.ctx.costs),
+        search.start,
+        0.5 * (1.0 + MAX_ERROR) * target * search.cost_scale,
+    )
+    reached = np.flatnonzero(tree >= 0)
+    sums = tree_sums(network, tree, reached, search.ctx.values)
+    real = sums[:, 0]
     error = np.abs(2.0 * real - target) / target
     candidates = np.flatnonzero(error <= ALTERNATIVE_ERROR)
     if candidates.size == 0:
+        # A dead end whose vertices lie far apart may offer no turning point that close,
+        # and the closest walk within MAX_ERROR beats none.
+        candidates = np.flatnonzero(error <= MAX_ERROR)
+    if candidates.size == 0:
         return []
-    nodes = search.start_reached[candidates]
+    nodes = reached[candidates]
     angle = closing.angle_between(search.ctx.bearing[nodes], bearing)
-    liked = search.start_liked[candidates] / np.maximum(real[candidates], 1.0)
+    liked = sums[candidates, 1] / np.maximum(real[candidates], 1.0)
     score = error[candidates] / ALTERNATIVE_ERROR + angle / 90.0 - liked
     walks: list[Walk] = []
     for position in np.argsort(score)[:OUT_AND_BACK_TRIES].tolist():
-        out = tree_path(search.start_tree, int(nodes[position]))
+        out = tree_path(tree, int(nodes[position]))
         if not _walkable_back(network, out):
             continue
         edges = path_edges(network, out)
@@ -549,7 +567,8 @@ class _LoopSearch:
         # Search radii in cost units: A lies at most MAX_FIRST_LEG_SHARE * 1.2 of the target
         # away, and each of the two later legs is well under 0.6 of it. Avoided kinds make
         # costs exceed lengths, so the radius grows with them.
-        scale = target * (1.5 if preference.avoid else 1.0)
+        self.cost_scale = 1.5 if preference.avoid else 1.0
+        scale = target * self.cost_scale
         self.start_limit = MAX_FIRST_LEG_SHARE * 1.2 * scale
         self.limit = 0.6 * scale
 

@@ -87,7 +87,7 @@ def _snap(
         if not big_enough:
             continue
         # NOTE: the loop starts at the nearer end vertex, not at the nearest point of the edge
-        # (no virtual split), so beside a long way the walk to that vertex is not in the loop.
+        # (no virtual split). Edges are at most about 200 m, so that walk is up to ~100 m.
         landing = shapely.line_interpolate_point(line, along)
         if _crosses_water(network, (point.x, point.y), (landing.x, landing.y)):
             rejected_water = True
@@ -97,15 +97,16 @@ def _snap(
             node=node, node_id=int(network.node_ids[node]), distance_m=node_distance
         )
 
-    reason = (
-        "every way within reach lies across water"
-        if rejected_water
-        else "the ways within reach belong to a small network that is not connected to the rest"
-    )
+    if rejected_water:
+        raise StartNotFound(
+            f"The start ({lat:.6f}, {lon:.6f}) lies across water from every walkable way "
+            f"within {max_distance_m:.0f} m (the nearest is {float(distances[0]):.0f} m "
+            "away). Pick a start on land next to a street or path."
+        )
     raise StartNotFound(
         f"No usable walkable way within {max_distance_m:.0f} m of the start "
-        f"({lat:.6f}, {lon:.6f}): {reason}. The nearest walkable way is "
-        f"{float(distances[0]):.0f} m away."
+        f"({lat:.6f}, {lon:.6f}): the ways within reach belong to a small network that is "
+        f"not connected to the rest. The nearest is {float(distances[0]):.0f} m away."
     )
 
 

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 import shapely
 
-from planner import Network, snap_start
 from pipelines.osm import EDGE_ID_FACTOR, MAX_EDGE_M, ParsedRegion, parse_extract
+from planner import Network, snap_start
 from tests.osm_builders import Member, Node, Relation, Way, grid_nodes, write_osm
 from warehouse.schema import REGION_AREAS, REGION_EDGES, REGION_NODES, REGION_POIS
 

@@ -477,7 +477,7 @@ def test_snap_never_crosses_water() -> None:
 
 def test_snap_names_water_when_only_far_bank_near() -> None:
     network = water_split_network()
-    with pytest.raises(StartNotFound, match="water"):
+    with pytest.raises(StartNotFound, match="lies across water from every walkable way"):
         snap_start(network, *to_lat_lon(1095.0, 50.0), max_distance_m=150.0)
 
 

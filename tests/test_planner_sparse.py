@@ -438,3 +438,26 @@ def test_finalize_detours_between_ways_back() -> None:
     state = follow_best_candidates(network, state, "", 369145740, max_steps=20)
     route = finalize(network, state)
     assert abs(route.distance_m - 8000.0) <= 0.05 * 8000.0
+
+
+def test_track_out_and_back_closest_length() -> None:
+    """A start at the tip of a track whose only turning point within 25% lies 550 m away."""
+    builder = TableBuilder()
+    builder.node(1, 0.0, 0.0)
+    builder.node(2, 150.0, 0.0)
+    builder.node(3, 550.0, 0.0)
+    builder.edge(1, 2, highway="track")
+    builder.edge(2, 3, highway="track")
+    network = builder.network()
+    loop = plan_loops(network, *to_lat_lon(0.0, 0.0), 1000.0, "", seed=1)[0]
+    assert loop.shape == "out_and_back"
+    assert loop.distance_m == pytest.approx(1100.0, abs=2.0)
+    assert loop.node_ids == [1, 2, 3, 2, 1]
+
+
+def test_monaco_dead_end_short_target() -> None:
+    network = load_extract("monaco")
+    loop = plan_loops(network, 43.7444487, 7.4269042, 1000.0, "", seed=0)[0]
+    assert abs(loop.distance_m - 1000.0) <= 0.25 * 1000.0
+    assert loop.shape == "out_and_back"
+    assert_closed_walk(network, loop.node_ids, loop.edge_ids)
