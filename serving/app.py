@@ -19,12 +19,12 @@ from serving.admin import admin_routers
 from serving.dagster_client import DagsterClient
 from serving.errors import EXCEPTION_HANDLERS, NotFound, error_responses
 from serving.gpx import to_gpx
-from serving.limits import check_json_body, document_strict_bodies, rate_limit_config
+from serving.limits import check_request, document_strict_bodies, rate_limit_config
 from serving.networks import NetworkCache
 from serving.service import RouteService
 from serving.state import StateStore
 from serving.web import web_routers
-from warehouse import Warehouse
+from warehouse import CellEntry, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class InfoController(Controller):
         return schemas.Health(
             status="ok" if reason is None else "degraded",
             regions=len(service.warehouse.regions()),
-            cells_built=sum(1 for entry in cells.values() if entry.ready),
+            cells_built=sum(1 for entry in cells.values() if _is_built(service, entry)),
             dagster="ok" if reason is None else f"unavailable: {reason}",
             cached_networks_mb=round(service.cache.bytes / 1e6, 1),
             pid=os.getpid(),
@@ -170,7 +170,7 @@ class InfoController(Controller):
         cells = service.warehouse.cell_entries()
         views = []
         for region, record in sorted(service.warehouse.regions().items()):
-            built = sum(1 for e in cells.values() if e.region == region and e.ready)
+            built = sum(1 for e in cells.values() if e.region == region and _is_built(service, e))
             views.append(
                 schemas.RegionView(
                     region=region,
@@ -181,6 +181,11 @@ class InfoController(Controller):
                 )
             )
         return views
+
+
+def _is_built(service: RouteService, entry: CellEntry) -> bool:
+    """Check whether a cell is ready and its files were not found corrupt in this process."""
+    return entry.ready and not service.cache.corrupt.contains(entry)
 
 
 def _check_dagster_in_background(dagster: DagsterClient) -> None:
@@ -210,7 +215,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             RouteController,
             InfoController,
-            *web_routers(settings, warehouse),
+            *web_routers(settings, warehouse, cache.corrupt),
             *admin_routers(settings.admin_token),
         ],
         dependencies={
@@ -225,7 +230,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
         ),
         request_max_body_size=settings.max_body_bytes,
-        before_request=check_json_body,
+        before_request=check_request,
         cors_config=cors,
         middleware=middleware,
         on_startup=[document_strict_bodies, lambda: _check_dagster_in_background(dagster)],

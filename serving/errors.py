@@ -172,7 +172,7 @@ def planner_error_handler(_: Request, error: PlannerError) -> Response:
     return Response(_body(status, str(error), field), status_code=status)
 
 
-def _parameter_rule(request: Request, name: str) -> str | None:
+def parameter_rule(request: Request, name: str) -> str | None:
     """Return the values, length and pattern a path or query parameter must match, in words."""
     parameter = request.route_handler.parsed_fn_signature.parameters.get(name)
     if getattr(parameter, "annotation", None) is bool:
@@ -209,7 +209,7 @@ def validation_error_handler(request: Request, error: ValidationException) -> Re
         raw = request.path_params.get(key, request.query_params.get(key))
         if raw is not None:
             detail["value"] = str(raw)[:MAX_VALUE_CHARS]
-        rule = _parameter_rule(request, key) if key else None
+        rule = parameter_rule(request, key) if key else None
         if rule:
             detail["allowed"] = rule
         details.append(detail)

@@ -1,4 +1,5 @@
-"""Checks every request passes before a handler runs: media type, body size, strict JSON.
+"""Checks every request passes before a handler runs: query string, media type, body size,
+strict JSON.
 
 Litestar converts request bodies in lax mode, so `{"lat": "43.7"}` would be accepted as
 a number. The `check_json_body` hook decodes the body again in msgspec's strict mode and
@@ -19,12 +20,14 @@ from litestar import Litestar, Request
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.spec import Schema
 
-from serving.errors import InvalidField, UnsupportedMediaType
+from serving.errors import InvalidField, UnsupportedMediaType, parameter_rule
 
 log = logging.getLogger(__name__)
 
 # Maximum characters of a value quoted back in an error message.
 MAX_VALUE_CHARS = 60
+# Values of a repeated query parameter quoted back in an error message.
+MAX_REPEATS_SHOWN = 3
 # Paths the rate limit does not count: liveness probes and the schema.
 RATE_LIMIT_EXEMPT = ["/api/health", "/schema"]
 
@@ -47,6 +50,49 @@ def is_json_media_type(media_type: str) -> bool:
     return media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
     )
+
+
+async def check_request(request: Request) -> None:
+    """Run every request check before the handler runs, as the application's before_request."""
+    check_query_parameters(request)
+    await check_json_body(request)
+
+
+def check_query_parameters(request: Request) -> None:
+    """Reject a query string that repeats a parameter, naming it and every value sent.
+
+    Litestar passes a handler the last of repeated values, so `?bbox=a&bbox=b` would read b
+    without telling the client. No endpoint takes a list in the query string, so a repeat
+    is rejected on every endpoint, like a repeated key of a JSON body.
+    """
+    query = request.query_params
+    for name in dict.fromkeys(key for key, _ in query.multi_items()):
+        values = query.getall(name)
+        if len(values) < 2:
+            continue
+        quoted = ", ".join(display_value(value) for value in values[:MAX_REPEATS_SHOWN])
+        if len(values) > MAX_REPEATS_SHOWN:
+            quoted += f" and {len(values) - MAX_REPEATS_SHOWN} more"
+        # A client chooses parameter names, so they are shortened like values.
+        field = name if len(name) <= MAX_VALUE_CHARS else f"{name[:MAX_VALUE_CHARS]}..."
+        raise InvalidField(
+            f"Query parameter {field} is repeated {len(values)} times ({quoted}); "
+            "send it once.",
+            field=field,
+            value=quoted,
+            allowed=_query_rule(request, name),
+        )
+
+
+def _query_rule(request: Request, name: str) -> str:
+    """Return what a query parameter admits, in words, for the 400 of a repeat."""
+    parameter = request.route_handler.parsed_fn_signature.parameters.get(name)
+    definition = getattr(parameter, "kwarg_definition", None)
+    rule = parameter_rule(request, name) if parameter is not None else None
+    rule = rule or getattr(definition, "description", None)
+    if rule:
+        return f"one value of {name}: {rule}"
+    return "each query parameter at most once"
 
 
 async def check_json_body(request: Request) -> None:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class EmbeddedDagster:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.processes: list[subprocess.Popen] = []
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         env = {
@@ -94,6 +96,27 @@ class EmbeddedDagster:
                 )
             self.processes.append(process)
             log.info("started Dagster %s (pid %d), log in %s", name, process.pid, logs / f"{name}.log")
+        # NOTE: a child that exits is logged and reaped but not restarted, because starting
+        # one with preexec_fn is unsafe once the server runs threads. Cold areas then get 503
+        # until the server is restarted.
+        for name, process in zip(commands, self.processes, strict=True):
+            threading.Thread(
+                target=self._watch, args=(name, process, logs), name=f"watch-dagster-{name}",
+                daemon=True,
+            ).start()
+
+    def _watch(self, name: str, process: subprocess.Popen, logs: Path) -> None:
+        """Wait for a child to exit, so it does not stay a zombie, and log its exit."""
+        code = process.wait()
+        exit_text = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        if self._stopping.is_set():
+            log.info("Dagster %s (pid %d) %s", name, process.pid, exit_text)
+            return
+        log.error(
+            "Dagster %s (pid %d) %s while the server runs; cold areas get 503 until the "
+            "server is restarted. See %s",
+            name, process.pid, exit_text, logs / f"{name}.log",
+        )
 
     def wait_ready(self) -> bool:
         """Wait until the webserver has loaded the code location; return False on timeout.
@@ -128,6 +151,7 @@ class EmbeddedDagster:
 
     def stop(self) -> None:
         """Ask every child to stop, then kill the groups still running after the grace period."""
+        self._stopping.set()
         # SIGTERM goes to the webserver and daemon only, not their process groups, so a
         # build run in flight finishes and writes its cells instead of being interrupted.
         for process in self.processes:

@@ -52,6 +52,55 @@ def _version(entry: CellEntry) -> str:
     return f"{entry.network_version}/{entry.features_version}"
 
 
+class CorruptCells:
+    """Cell versions whose files failed to read, which the server treats as not built.
+
+    Every reader of cell files in this process shares one set: the loop and route network
+    loads and the map overlays. The server never moves files itself. A request that needs a
+    cell in this set starts a build, and the build run sets the files aside in the
+    warehouse's quarantine folder and writes a new version, which is not in the set.
+    """
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+        self._versions: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def contains(self, entry: CellEntry) -> bool:
+        with self._lock:
+            return (entry.cell, _version(entry)) in self._versions
+
+    def add(self, entry: CellEntry, reason: str) -> None:
+        """Treat this cell version as not built from now on, and log why."""
+        with self._lock:
+            known = (entry.cell, _version(entry)) in self._versions
+            self._versions.add((entry.cell, _version(entry)))
+        if not known:
+            log.error(
+                "cell %s version %s of region %s is corrupt, treated as not built until "
+                "rebuilt: %s", entry.cell, _version(entry), entry.region, reason,
+            )
+
+    def usable(self, entries: list[CellEntry]) -> list[CellEntry]:
+        """Return the entries that are not known to be corrupt, in their order."""
+        return [entry for entry in entries if not self.contains(entry)]
+
+    def find(self, entries: list[CellEntry]) -> list[CellEntry]:
+        """Read every file of the entries not known to be corrupt, and add those that fail.
+
+        A DuckDB query over many cells stops at the first unreadable file and does not name
+        it, so after a failed read the caller checks all the cells it read. Returns the
+        entries found corrupt by this call.
+        """
+        found = []
+        for entry in self.usable(entries):
+            problem = self.warehouse.validate_cell(entry)
+            if problem is not None:
+                self.add(entry, problem)
+                found.append(entry)
+        return found
+
+
 class NetworkCache:
     """Merged networks per region, least recently used first out past `max_bytes`.
 
@@ -65,8 +114,7 @@ class NetworkCache:
         self._networks: OrderedDict[str, LoadedNetwork] = OrderedDict()
         self._loading: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
-        # Cell versions whose files failed to read: treated as missing until rebuilt.
-        self.corrupt: set[tuple[str, str]] = set()
+        self.corrupt = CorruptCells(warehouse)
         self.hits = 0
         self.misses = 0
 
@@ -76,11 +124,7 @@ class NetworkCache:
             return sum(item.nbytes for item in self._networks.values())
 
     def is_corrupt(self, entry: CellEntry) -> bool:
-        return (entry.cell, _version(entry)) in self.corrupt
-
-    def mark_corrupt(self, entry: CellEntry) -> None:
-        """Leave this cell version out of later loads; locate() then treats it as missing."""
-        self.corrupt.add((entry.cell, _version(entry)))
+        return self.corrupt.contains(entry)
 
     def get(self, region: str, needed: list[CellEntry], ready: list[CellEntry]) -> Network:
         """Return a network of `region` that contains every cell of `needed`.
@@ -110,13 +154,12 @@ class NetworkCache:
 
     def _load(self, region: str, ready: list[CellEntry]) -> LoadedNetwork:
         started = time.perf_counter()
-        usable = [entry for entry in ready if not self.is_corrupt(entry)]
+        usable = self.corrupt.usable(ready)
         try:
             tables = self.warehouse.read_cells(usable)
         except CorruptCellError as error:
             bad = next(e for e in usable if e.cell == error.cell)
-            self.corrupt.add((bad.cell, _version(bad)))
-            log.error("cell %s version %s is corrupt: %s", bad.cell, _version(bad), error)
+            self.corrupt.add(bad, str(error))
             raise
         network = Network.from_tables(
             tables["nodes"], tables["edges"], tables["edge_features"], tables["areas"]

@@ -213,22 +213,10 @@ class RouteService:
         try:
             return self.cache.get(area.region, list(area.ready.values()), area.region_ready)
         except CorruptCellError:
-            self._find_corrupt_cells(area)
+            # A load stops at the first unreadable file. Finding all of them now lets one
+            # job rebuild every corrupt cell, instead of one job per corrupt file.
+            self.cache.corrupt.find(area.region_ready)
             return None
-
-    def _find_corrupt_cells(self, area: Area) -> None:
-        """Check every ready cell of the region once a file failed to read.
-
-        A load stops at the first unreadable file. Finding all of them now lets one job
-        rebuild every corrupt cell, instead of one job per corrupt file.
-        """
-        for entry in area.region_ready:
-            if self.cache.is_corrupt(entry):
-                continue
-            problem = self.warehouse.validate_cell(entry)
-            if problem is not None:
-                log.error("cell %s of region %s is corrupt: %s", entry.cell, area.region, problem)
-                self.cache.mark_corrupt(entry)
 
     # Complete loops
 
@@ -547,6 +535,11 @@ class RouteService:
         """Return the job that builds the area's missing cells, launching one Dagster run."""
         missing = area.missing
         if not missing:
+            log.warning(
+                "rejected with 503 (%s from %.5f,%.5f): every cell of region %s this request "
+                "needs is built, but loading them kept failing",
+                kind, params["lat"], params["lon"], area.region,
+            )
             raise ServiceUnavailable(
                 "Files of this area failed to read several times; retry shortly.", 5
             )
@@ -573,6 +566,12 @@ class RouteService:
             if job is not None:
                 return job
             if self.state.count_open_jobs(since) >= self.settings.max_pending_jobs:
+                log.warning(
+                    "miss rejected with 503 (%s from %.5f,%.5f): region %s has %d cells "
+                    "missing, and %d jobs are open, the configured maximum",
+                    kind, params["lat"], params["lon"], area.region, len(area.missing),
+                    self.settings.max_pending_jobs,
+                )
                 raise ServiceUnavailable(
                     f"{self.settings.max_pending_jobs} new areas are being built, the "
                     "configured maximum; retry this one shortly.",
@@ -580,6 +579,12 @@ class RouteService:
                 )
             reason = self.dagster.unhealthy_reason()
             if reason is not None:
+                log.warning(
+                    "miss rejected with 503 (%s from %.5f,%.5f): region %s needs %d cells, "
+                    "%d missing: %s; cannot build: %s",
+                    kind, params["lat"], params["lon"], area.region, len(area.needed),
+                    len(area.missing), ",".join(area.missing), reason,
+                )
                 raise ServiceUnavailable(
                     f"This area is not built yet and cannot be built now: {reason}. "
                     "Areas already built are still served.",

@@ -25,6 +25,7 @@ from serving.errors import (
     ServiceUnavailable,
     error_responses,
 )
+from serving.networks import CorruptCells
 from serving.service import STEP_LENGTH_M
 from warehouse import CellEntry, Warehouse
 from warehouse.schema import FEATURE_NAMES
@@ -43,6 +44,9 @@ OSM_ATTRIBUTION = (
 MAX_OVERLAY_AREA_DEG2 = 0.1
 MAX_AREA_FEATURES = 1500
 MAX_SCORE_FEATURES = 2000
+# Reads per overlay request while corrupt cells keep turning up. One check after a failed
+# read finds every corrupt cell of the box, so a second read normally succeeds.
+MAX_READ_ATTEMPTS = 3
 # Geometries are simplified to about 1/2000 of the box, below a pixel at any screen size.
 SIMPLIFY_SHARE = 1 / 2000
 COORDINATE_GRID_DEG = 1e-6
@@ -119,44 +123,38 @@ def _boxes_intersect(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
 class OverlayReader:
     """Reader of green space, water and per-edge scores inside a box, from built cells.
 
-    Only cells the manifest marks ready are read, and an overlay request never starts a
-    build. Each thread has its own DuckDB connection.
+    Only cells the manifest marks ready and whose files read are used, and an overlay
+    request never starts a build. A cell whose files fail to read joins `corrupt`, which
+    the loop planner shares, so the next loop request over it rebuilds it. Each thread has
+    its own DuckDB connection.
     """
 
-    def __init__(self, warehouse: Warehouse) -> None:
+    def __init__(self, warehouse: Warehouse, corrupt: CorruptCells) -> None:
         self.warehouse = warehouse
+        self.corrupt = corrupt
 
     def cells_in(self, bbox: tuple[float, float, float, float]) -> list[CellEntry]:
         return [
             entry
             for entry in self.warehouse.cell_entries().values()
-            if entry.ready and _boxes_intersect(cell_bounds(entry.cell), bbox)
+            if entry.ready
+            and _boxes_intersect(cell_bounds(entry.cell), bbox)
+            and not self.corrupt.contains(entry)
         ]
 
     def read(
         self, bbox: tuple[float, float, float, float], scores: bool = True
     ) -> schemas.OverlayResponse:
+        """Return the overlay features of the box from every readable built cell in it.
+
+        Raises ServiceUnavailable (503) when a read fails and no cell's files are found
+        corrupt, or when reads keep failing MAX_READ_ATTEMPTS times.
+        """
         entries = self.cells_in(bbox)
         features: list[schemas.OverlayFeature] = []
         areas_truncated = scores_truncated = False
         if entries:
-            files = [self.warehouse.cell_files(entry) for entry in entries]
-            try:
-                area_rows = self._area_rows([str(f["areas"]) for f in files], bbox)
-                score_rows = []
-                if scores:
-                    score_rows = self._score_rows(
-                        [str(f["edges"]) for f in files],
-                        [str(f["edge_features"]) for f in files],
-                        bbox,
-                    )
-            except (duckdb.Error, OSError) as error:
-                log.error(
-                    "overlays: reading %d cells in bbox %s failed: %s", len(entries), bbox, error
-                )
-                raise ServiceUnavailable(
-                    "Reading the overlay data of a cell in this area failed. Retry shortly.", 5
-                ) from error
+            entries, area_rows, score_rows = self._read_rows(entries, bbox, scores)
             areas_truncated = len(area_rows) > MAX_AREA_FEATURES
             scores_truncated = len(score_rows) > MAX_SCORE_FEATURES
             features.extend(_area_features(area_rows[:MAX_AREA_FEATURES], bbox))
@@ -167,6 +165,42 @@ class OverlayReader:
             cells=len(entries),
             areas_truncated=areas_truncated,
             scores_truncated=scores_truncated,
+        )
+
+    def _read_rows(
+        self, entries: list[CellEntry], bbox: tuple[float, ...], scores: bool
+    ) -> tuple[list[CellEntry], list[tuple], list[tuple]]:
+        """Return the entries read, their area rows and their score rows.
+
+        A failed read checks every cell's files, leaves out the corrupt ones and reads again.
+        """
+        for attempt in range(1, MAX_READ_ATTEMPTS + 1):
+            files = [self.warehouse.cell_files(entry) for entry in entries]
+            try:
+                area_rows = self._area_rows([str(f["areas"]) for f in files], bbox)
+                score_rows = []
+                if scores:
+                    score_rows = self._score_rows(
+                        [str(f["edges"]) for f in files],
+                        [str(f["edge_features"]) for f in files],
+                        bbox,
+                    )
+                return entries, area_rows, score_rows
+            except (duckdb.Error, OSError) as error:
+                log.error(
+                    "overlays: reading %d cells in bbox %s failed (attempt %d of %d): %s",
+                    len(entries), bbox, attempt, MAX_READ_ATTEMPTS, error,
+                )
+                if not self.corrupt.find(entries):
+                    raise ServiceUnavailable(
+                        "Reading the overlay data of a cell in this area failed. Retry shortly.",
+                        5,
+                    ) from error
+                entries = self.corrupt.usable(entries)
+                if not entries:
+                    return [], [], []
+        raise ServiceUnavailable(
+            "Reading the overlay data of this area kept failing. Retry shortly.", 5
         )
 
     def _area_rows(self, paths: list[str], bbox: tuple[float, ...]) -> list[tuple]:
@@ -346,11 +380,14 @@ class WebController(Controller):
         return overlay_reader.read(parse_bbox(bbox), scores=scores)
 
 
-def web_routers(settings: Settings, warehouse: Warehouse) -> list[Router]:
-    """Return the routers of the page, its API and /static, bound to these settings."""
+def web_routers(settings: Settings, warehouse: Warehouse, corrupt: CorruptCells) -> list[Router]:
+    """Return the routers of the page, its API and /static, bound to these settings.
+
+    `corrupt` is the set of corrupt cell versions that the loop planner uses too.
+    """
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     csp = content_security_policy(settings.tile_url)
-    reader = OverlayReader(warehouse)
+    reader = OverlayReader(warehouse, corrupt)
     pages = Router(
         path="/",
         route_handlers=[WebController],

@@ -27,6 +27,9 @@ JSON = "application/json"
 LAT_RANGE = "from -90 to 90"
 LON_RANGE = "from -180 to 180"
 DISTANCE_RANGE = "from 1000 to 25000"
+# Overlay boxes around the Monaco start and just east of it.
+MONACO_BBOX = "7.41,43.73,7.44,43.75"
+OTHER_BBOX = "7.42,43.73,7.45,43.75"
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,14 @@ CASES = [
     BadRequest("start far from regions", "POST", "/api/start-route-async",
                loop_body(lat=10.0, lon=10.0),
                status=422, field="lat", mentions=("lat=10.0", "lon=10.0", "monaco")),
+    # Repeated query parameters
+    BadRequest("bbox twice", "GET", f"/api/overlays?bbox={MONACO_BBOX}&bbox={OTHER_BBOX}",
+               content_type=None, field="bbox",
+               mentions=("repeated 2 times", MONACO_BBOX, OTHER_BBOX, "send it once")),
+    BadRequest("scores twice", "GET", f"/api/overlays?bbox={MONACO_BBOX}&scores=1&scores=0",
+               content_type=None, field="scores", mentions=('"1"', '"0"')),
+    BadRequest("query on body endpoint twice", "POST", "/api/loops?seed=1&seed=2",
+               loop_body(), field="seed", mentions=('"1"', '"2"')),
     # Unknown and malformed ids
     BadRequest("unknown job", "GET", "/api/job-status/job_unknown123", content_type=None,
                status=404, field="job_id", mentions=("job_unknown123",)),
@@ -233,6 +244,26 @@ def test_bad_request_table_is_broad():
     assert len(CASES) >= 30
     assert {("POST", "loops"), ("POST", "start-route-async"), ("GET", "job-status")} <= endpoints
     assert {("GET", "routes"), ("POST", "routes"), ("GET", "loops")} <= endpoints
+
+
+def test_repeated_query_parameter_is_400(server: LiveServer):
+    with server.client() as client:
+        single = client.get("/api/overlays", params={"bbox": MONACO_BBOX})
+        repeated = client.get(
+            "/api/overlays", params=[("bbox", MONACO_BBOX), ("bbox", OTHER_BBOX)]
+        )
+        many = client.get("/api/overlays", params=[("scores", "true")] * 5)
+    assert single.status_code == 200, single.text
+    assert repeated.status_code == 400, repeated.text
+    body = repeated.json()
+    assert body["field"] == "bbox"
+    assert body["value"] == f'"{MONACO_BBOX}", "{OTHER_BBOX}"'
+    assert "min_lon,min_lat,max_lon,max_lat" in body["allowed"]
+    assert many.status_code == 400, many.text
+    assert many.json()["field"] == "scores"
+    assert many.json()["allowed"] == "one value of scores: true or false"
+    assert "repeated 5 times" in many.json()["detail"]
+    assert "and 2 more" in many.json()["value"]
 
 
 def island_start(data_dir: Path) -> tuple[float, float]:

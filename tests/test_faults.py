@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.cells import RegionFeatureSource, build_cell_features, build_cell_network
+from serving.web import cell_bounds
 from tests.conftest import (
     ANDORRA,
     ANDORRA_START,
@@ -316,6 +317,29 @@ def test_dagster_down_warm_still_served(server_without_dagster: LiveServer, samp
     assert head.content == b""
 
 
+def test_dagster_down_rejection_logged(server_without_dagster: LiveServer, sample_data: Path):
+    warehouse = Warehouse(sample_data / "warehouse")
+    lat, lon = cold_start(warehouse, "andorra")
+    missing = cell_of(lat, lon, 7)
+    log_path = sample_data / "no-dagster.log"
+    logged_before = log_path.stat().st_size
+    with server_without_dagster.client() as client:
+        cold = client.post("/api/loops", json={"lat": lat, "lon": lon})
+    assert cold.status_code == 503, cold.text
+    with open(log_path, encoding="utf-8") as log:
+        log.seek(logged_before)
+        added = log.read()
+    lines = [
+        line
+        for line in added.splitlines()
+        if "miss rejected with 503" in line and f"{lat:.5f},{lon:.5f}" in line
+    ]
+    assert len(lines) == 1, lines
+    assert "region andorra" in lines[0]
+    assert missing in lines[0]
+    assert "Dagster webserver" in lines[0]
+
+
 def test_dagster_daemon_down_is_503(server_without_dagster: LiveServer, sample_data: Path):
     port = server_without_dagster.env["PERFECT10K_DAGSTER_PORT"]
     webserver = dagster_webserver(sample_data, port)
@@ -347,6 +371,43 @@ def test_dagster_daemon_down_is_503(server_without_dagster: LiveServer, sample_d
     assert "Retry-After" in cold.headers
     assert "daemon is not running" in cold.json()["detail"]
     assert warm.status_code == 200, warm.text
+
+
+def process_state(pid: int) -> str | None:
+    """Return the state letter of a process (Z for a zombie), or None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return None
+    return next(line.split()[1] for line in status.splitlines() if line.startswith("State:"))
+
+
+def test_dagster_child_exit_logged_and_reaped(tmp_path: Path):
+    import_extracts(tmp_path, MONACO)
+    server = start_server(tmp_path, "child-exit.log")
+    log_path = tmp_path / "child-exit.log"
+    try:
+        started = [
+            line for line in log_path.read_text().splitlines() if "started Dagster daemon" in line
+        ]
+        assert len(started) == 1, started
+        pid = int(started[0].split("(pid ")[1].split(")")[0])
+        assert process_state(pid) not in {None, "Z"}
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if f"Dagster daemon (pid {pid}) was killed by signal 9" in log_path.read_text():
+                break
+            time.sleep(0.2)
+        state = process_state(pid)
+        with server.client() as client:
+            health = client.get("/api/health")
+    finally:
+        server.stop()
+    log = log_path.read_text()
+    assert f"Dagster daemon (pid {pid}) was killed by signal 9 while the server runs" in log
+    assert state is None, f"the daemon (pid {pid}) is left in state {state}"
+    assert health.status_code == 200
 
 
 # Corrupt files, an unwritable warehouse path and a restart, on one server
@@ -400,6 +461,60 @@ def test_corrupt_files_are_set_aside_and_rebuilt(fault_servers: list[LiveServer]
     rebuilt = warehouse.cell_entry(start_cell)
     assert rebuilt.network_version != truncated.network_version
     assert_manifest_consistent(warehouse.root)
+
+
+def overwrite_middle(path: Path, size: int = 4096) -> None:
+    """Overwrite `size` bytes in the middle of a file with random bytes, keeping its length."""
+    with open(path, "r+b") as handle:
+        handle.seek(max(path.stat().st_size // 2 - size // 2, 0))
+        handle.write(os.urandom(size))
+
+
+def test_corrupt_cell_left_out_of_overlays(fault_servers: list[LiveServer]):
+    server = fault_servers[-1]
+    warehouse = Warehouse(server.data_dir / "warehouse")
+    cell = cell_of(*MONACO_START, 7)
+    corrupt = warehouse.cell_entry(cell)
+    min_lon, min_lat, max_lon, max_lat = cell_bounds(cell)
+    bbox = f"{min_lon},{min_lat},{max_lon},{max_lat}"
+    with server.client() as client:
+        before = client.get("/api/overlays", params={"bbox": bbox})
+        built_before = client.get("/api/health").json()["cells_built"]
+        files = warehouse.cell_files(corrupt)
+        overwrite_middle(files["edges"])
+        overwrite_middle(files["areas"])
+        first = client.get("/api/overlays", params={"bbox": bbox})
+        again = client.get("/api/overlays", params={"bbox": bbox})
+        built_after = client.get("/api/health").json()["cells_built"]
+        regions = {view["region"]: view for view in client.get("/api/regions").json()}
+
+        # The loop path shares the set of corrupt cells, so it rebuilds this one.
+        request = {"lat": MONACO_START[0], "lon": MONACO_START[1], "target_distance": 3000}
+        loops = client.post("/api/loops", json=request)
+        assert loops.status_code == 202, loops.text
+        status = poll_job(client, loops.json()["job_id"])
+        rebuilt = client.get("/api/overlays", params={"bbox": bbox})
+        built_rebuilt = client.get("/api/health").json()["cells_built"]
+
+    assert before.status_code == 200, before.text
+    cells = before.json()["cells"]
+    assert cells >= 2, "the box must reach a neighbouring cell"
+    assert first.status_code == 200, first.text
+    assert first.json()["cells"] == cells - 1
+    assert first.json()["features"], "the other cells of the box must still be drawn"
+    assert again.status_code == 200, again.text
+    assert again.json()["cells"] == cells - 1
+    assert built_after == built_before - 1
+    assert regions["monaco"]["cells_built"] == built_after
+    assert status["status"] == "completed", status
+    assert f"{cell}-network-{corrupt.network_version}" in {
+        path.name for path in (warehouse.root / "quarantine").iterdir()
+    }
+    assert rebuilt.status_code == 200, rebuilt.text
+    assert rebuilt.json()["cells"] == cells
+    assert built_rebuilt == built_before
+    log = (server.data_dir / "faults-server.log").read_text()
+    assert f"cell {cell} version {corrupt.network_version}" in log
 
 
 def test_unwritable_path_fails_job_with_reason(fault_servers: list[LiveServer]):
