@@ -1,5 +1,9 @@
 """Step-by-step route building: suggest three waypoints, add one, close back to the start.
 
+Where a complete loop from the start is known, candidates lie one step along it and carry
+the rest of it as their plan, so that a route following them closes without walking its
+ways twice. Other candidates are the best-scored ends about one step away.
+
 The route state is a msgspec Struct of JSON types with OSM node and edge ids, so a server
 can store it between requests (`msgspec.to_builtins(state)`, `RouteState.from_dict`) and
 any process holding the same network can continue it.
@@ -18,7 +22,14 @@ from scipy.sparse import csr_matrix
 
 from planner.closing import Walk, close_walk, join_walk, measure, stem_edges
 from planner.closing import context as closing_context
-from planner.errors import EmptyRoute, InvalidWaypoint, NoLoopFound, RouteFinalized
+from planner.errors import (
+    EmptyRoute,
+    InvalidWaypoint,
+    NoLoopFound,
+    PlannerError,
+    RouteFinalized,
+)
+from planner.loops import plan_loops
 from planner.network import FEATURE_NAMES, Network
 from planner.preferences import Preference, parse_preference
 from planner.routing import (
@@ -36,6 +47,7 @@ from planner.snap import snap_start
 from planner.walks import (
     Segment,
     feature_shares,
+    retrace_length,
     walk_coordinates,
     walk_segments,
 )
@@ -94,6 +106,17 @@ WALK_STEP_M = 0.8
 # Multiples of the step length tried in turn when no end about one step away qualifies.
 STEP_SCALES = (1.0, 3.0)
 
+# Complete loops from the start (plan_loops) guide the first step when they come within
+# this share of the target. Candidates on such a loop score this much more than others,
+# because a way back of the right length that walks nothing twice is known from them.
+PLANNED_LOOPS = 3
+PLANNED_MAX_ERROR = 0.03
+PLANNED_BONUS = 0.1
+
+# A route that follows its plan is offered to finalize once the rest of the plan is at
+# most this many steps long.
+PLANNED_FINAL_STEPS = 1.5
+
 
 class Candidate(msgspec.Struct, frozen=True):
     """A suggested next waypoint and the path that leads to it."""
@@ -109,6 +132,9 @@ class Candidate(msgspec.Struct, frozen=True):
     reason: str
     path_node_ids: list[int]
     path_edge_ids: list[int]
+    # The rest of a planned loop from this waypoint back to the start (empty: none).
+    plan_node_ids: list[int] = msgspec.field(default_factory=list)
+    plan_edge_ids: list[int] = msgspec.field(default_factory=list)
 
 
 class RouteState(msgspec.Struct):
@@ -124,6 +150,9 @@ class RouteState(msgspec.Struct):
     candidates: list[Candidate] = msgspec.field(default_factory=list)
     finalize_suggested: bool = False
     finalized: bool = False
+    # The plan of the last waypoint added: the rest of its loop back to the start.
+    plan_node_ids: list[int] = msgspec.field(default_factory=list)
+    plan_edge_ids: list[int] = msgspec.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return msgspec.to_builtins(self)
@@ -183,6 +212,7 @@ def suggest_candidates(
     _check_open(state)
     if not isinstance(preference, Preference):
         preference = parse_preference(preference)
+    whole_network = network
     network = _local_network(network, state)
     start = _node(network, state.start_node_id)
     current = _node(network, state.node_ids[-1])
@@ -207,6 +237,9 @@ def suggest_candidates(
     values = _path_values(network, preference, walked)
     tolerance_m = CLOSING_TOLERANCE * state.target_m
     seed_here = seed if seed is not None else len(state.waypoint_node_ids)
+    planned = _planned_candidates(
+        whole_network, network, state, preference, seed_here, values
+    )
     found: _Offer | None = None
     fallback: _Offer | None = None
     # Ways back that avoid the route come first. Where no end leaves one of the right
@@ -274,9 +307,9 @@ def suggest_candidates(
         found = fallback
         found.chosen = _spread(np.asarray(found.chosen), found.bearings, lambda position: 1)[0]
     if found is None:
-        state.finalize_suggested = bool(state.waypoint_node_ids)
-        state.candidates = []
-        return []
+        state.finalize_suggested = bool(state.waypoint_node_ids) and not planned
+        state.candidates = _numbered(planned, state)
+        return state.candidates
     tree, reached, length, retrace, shares = (
         found.tree,
         found.reached,
@@ -314,8 +347,8 @@ def suggest_candidates(
                 path_edge_ids=network.edge_ids[edges].tolist(),
             )
         )
-    state.candidates = candidates
-    return candidates
+    state.candidates = _numbered(_merge(planned, candidates), state)
+    return state.candidates
 
 
 def add_waypoint(network: Network, state: RouteState, candidate_id: str) -> RouteState:
@@ -342,6 +375,8 @@ def add_waypoint(network: Network, state: RouteState, candidate_id: str) -> Rout
         edge_ids=edge_ids,
         distance_m=round(distance, 1),
         waypoint_node_ids=state.waypoint_node_ids + [candidate.node_id],
+        plan_node_ids=candidate.plan_node_ids,
+        plan_edge_ids=candidate.plan_edge_ids,
     )
     network = _local_network(network, new_state)
     start = _node(network, state.start_node_id)
@@ -434,6 +469,176 @@ def _reached_ends(
     return tree, reached, length, retrace, shares, score, bearings
 
 
+def _planned_candidates(
+    whole_network: Network,
+    network: Network,
+    state: RouteState,
+    preference: Preference,
+    seed: int,
+    values: np.ndarray,
+) -> list[Candidate]:
+    """Offer the waypoints one step along the route's plan or, at the first step, along
+    complete loops from the start (both ways round), spread in direction.
+
+    Each candidate carries the rest of its loop as its plan. Returns no candidates when the
+    route has no plan, when the rest of the plan is short enough to finalize along it, or
+    when no loop from the start comes within PLANNED_MAX_ERROR of the target.
+    """
+    plans = []
+    if state.plan_edge_ids:
+        plans.append(
+            (
+                [_node(network, node_id) for node_id in state.plan_node_ids],
+                _edge_indices(network, state.plan_edge_ids).tolist(),
+            )
+        )
+    elif not state.waypoint_node_ids:
+        plans = _start_loops(whole_network, network, state, preference, seed)
+    step = _step_length(state.target_m)
+    walked = _edge_indices(network, state.edge_ids).tolist()
+    walked_set = set(walked)
+    route_nodes = [_node(network, node_id) for node_id in state.node_ids]
+    current = route_nodes[-1]
+    candidates: list[Candidate] = []
+    seen: set[int] = set()
+    for nodes, edges in plans:
+        lengths = network.length[edges]
+        rest = float(lengths.sum())
+        if rest <= PLANNED_FINAL_STEPS * step:
+            continue
+        # Equal steps along the rest, of about the planned step length, so that no last
+        # step is left much shorter than the others.
+        aim = rest / max(round(rest / step), 2)
+        along = np.cumsum(lengths)
+        cut = int(np.argmin(np.abs(along[:-1] - aim))) + 1
+        node = nodes[cut]
+        if node in seen:
+            continue
+        seen.add(node)
+        path_nodes, path_edges_here = nodes[: cut + 1], edges[:cut]
+        sums = values[path_edges_here].sum(axis=0)
+        length = float(sums[0])
+        shares = sums[1:] / max(length, 1.0)
+        features = {
+            name: round(float(shares[1 + index]), 3) for index, name in enumerate(FEATURE_NAMES)
+        }
+        repeated, seen_edges = 0.0, set(walked_set)
+        for edge, edge_length in zip(path_edges_here, lengths[:cut].tolist()):
+            if edge in seen_edges:
+                repeated += edge_length
+            seen_edges.add(edge)
+        features["retrace"] = round(repeated / max(length, 1.0), 3)
+        # The whole walk, plan included, counts: walking back down a stem is no retrace.
+        whole = walked + edges
+        whole_length = float(network.length[whole].sum())
+        retrace = retrace_length(network, whole) / max(whole_length, 1.0)
+        if preference.groups:
+            liked = float(values[whole, 1].sum()) / max(whole_length, 1.0)
+            score = 0.25 + 0.6 * liked - 0.8 * retrace
+        else:
+            score = 0.8 - 1.5 * retrace
+        bearing = math.degrees(
+            math.atan2(
+                float(network.x[node] - network.x[current]),
+                float(network.y[node] - network.y[current]),
+            )
+        ) % 360.0
+        candidates.append(
+            Candidate(
+                id="",
+                node_id=int(network.node_ids[node]),
+                lat=float(network.lat[node]),
+                lon=float(network.lon[node]),
+                distance_m=round(length, 1),
+                bearing_deg=round(bearing, 1),
+                score=round(float(np.clip(score + PLANNED_BONUS, 0.0, 1.0)), 3),
+                features=features,
+                reason=_reason(features, length, False, False, planned=True),
+                path_node_ids=network.node_ids[path_nodes].tolist(),
+                path_edge_ids=network.edge_ids[path_edges_here].tolist(),
+                plan_node_ids=network.node_ids[nodes[cut:]].tolist(),
+                plan_edge_ids=network.edge_ids[edges[cut:]].tolist(),
+            )
+        )
+    candidates.sort(key=lambda candidate: -candidate.score)
+    return _merge(candidates, [])
+
+
+def _start_loops(
+    whole_network: Network,
+    network: Network,
+    state: RouteState,
+    preference: Preference,
+    seed: int,
+) -> list[tuple[list[int], list[int]]]:
+    """Return complete loops from the start near the target, each both ways round, as node
+    and edge indices of `network`."""
+    start = _node(network, state.start_node_id)
+    try:
+        loops = plan_loops(
+            whole_network,
+            float(network.lat[start]),
+            float(network.lon[start]),
+            state.target_m,
+            preference,
+            seed=seed,
+            alternatives=PLANNED_LOOPS,
+        )
+    except PlannerError:
+        return []
+    plans = []
+    for loop in loops:
+        if abs(loop.distance_m - state.target_m) > PLANNED_MAX_ERROR * state.target_m:
+            continue
+        if loop.node_ids[0] != state.start_node_id:
+            continue
+        nodes = [network.node_index(node_id) for node_id in loop.node_ids]
+        edges = [network.edge_index(edge_id) for edge_id in loop.edge_ids]
+        if min(nodes) < 0 or min(edges) < 0:
+            continue
+        plans.append((nodes, edges))
+        try:
+            # The way round the other way, where every edge can be walked backwards.
+            plans.append((nodes[::-1], path_edges(network, nodes[::-1])))
+        except ValueError:
+            pass
+    return plans
+
+
+def _merge(first: list[Candidate], others: list[Candidate]) -> list[Candidate]:
+    """Return up to CANDIDATE_COUNT candidates, `first` before `others`, spread in direction.
+
+    Candidates of `first` may come closer than MIN_SEPARATION_DEG to each other where no
+    others lie apart, and the candidates of `others` fill up only in directions left free.
+    """
+    chosen: list[Candidate] = []
+
+    def apart(candidate: Candidate) -> float:
+        angles = [abs(other.bearing_deg - candidate.bearing_deg) % 360.0 for other in chosen]
+        return min((min(angle, 360.0 - angle) for angle in angles), default=360.0)
+
+    nodes: set[int] = set()
+    for group, separations in ((first, (MIN_SEPARATION_DEG, 40.0, 0.0)), (others, (MIN_SEPARATION_DEG,))):
+        for separation in separations:
+            for candidate in group:
+                if len(chosen) == CANDIDATE_COUNT:
+                    return chosen
+                if candidate.node_id in nodes or apart(candidate) < separation:
+                    continue
+                chosen.append(candidate)
+                nodes.add(candidate.node_id)
+    return chosen
+
+
+def _numbered(candidates: list[Candidate], state: RouteState) -> list[Candidate]:
+    """Give each candidate its id: step number, rank and node id."""
+    step = len(state.waypoint_node_ids) + 1
+    return [
+        msgspec.structs.replace(candidate, id=f"{step}-{rank + 1}-{candidate.node_id}")
+        for rank, candidate in enumerate(candidates)
+    ]
+
+
 def _finalize_now(network: Network, state: RouteState, back_here: float) -> bool:
     """Return whether finalize would now close the route near its target, or never nearer.
 
@@ -444,7 +649,14 @@ def _finalize_now(network: Network, state: RouteState, back_here: float) -> bool
     if not state.waypoint_node_ids:
         return False
     remaining = state.remaining_m
-    if remaining > back_here + FINALIZE_SLACK_STEPS * _step_length(state.target_m):
+    step = _step_length(state.target_m)
+    if state.plan_edge_ids:
+        # A route on its plan closes along the rest of it, which may be longer than the
+        # shortest way back.
+        plan_length = float(network.length[_edge_indices(network, state.plan_edge_ids)].sum())
+        if plan_length > PLANNED_FINAL_STEPS * step:
+            return False
+    elif remaining > back_here + FINALIZE_SLACK_STEPS * step:
         return False
     try:
         walk = _closing_walk(network, state)
@@ -483,6 +695,12 @@ def _closing_walk(network: Network, state: RouteState) -> Walk:
         walk = measure(ctx, *join_walk(network, nodes, walked.tolist(), way_back, True))
         shortest = min(shortest, walk.length)
         if best is None or walk.rank(target) < best.rank(target):
+            best = walk
+    if state.plan_edge_ids:
+        plan_nodes = [_node(network, node_id) for node_id in state.plan_node_ids]
+        plan_edges = _edge_indices(network, state.plan_edge_ids).tolist()
+        walk = measure(ctx, nodes + plan_nodes[1:], walked.tolist() + plan_edges)
+        if walk.rank(target) < best.rank(target):
             best = walk
     # The way back that avoids the route may run far over the target where the plain one,
     # which retraces it, falls short. A detour then may land between the two.
@@ -858,7 +1076,9 @@ def _spread(
     return chosen, levels
 
 
-def _reason(features: dict[str, float], length: float, closing: bool, unsure: bool) -> str:
+def _reason(
+    features: dict[str, float], length: float, closing: bool, unsure: bool, planned: bool = False
+) -> str:
     green = max(features["green"], features["park"])
     if green > 0.5:
         parts = ["mostly through parks"]
@@ -877,6 +1097,8 @@ def _reason(features: dict[str, float], length: float, closing: bool, unsure: bo
         parts.append("partly retraces your route")
     if closing:
         parts.append("then about the right distance back to the start")
+    elif planned:
+        parts.append("on a loop that returns to the start at about your distance")
     elif unsure:
         parts.append("the way back from there may not fit your distance")
     return ", ".join(parts)
