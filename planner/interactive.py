@@ -111,7 +111,7 @@ STEP_SCALES = (1.0, 3.0)
 # because a way back of the right length that walks nothing twice is known from them.
 PLANNED_LOOPS = 3
 PLANNED_MAX_ERROR = 0.03
-PLANNED_BONUS = 0.1
+PLANNED_BONUS = 0.2
 
 # A route that follows its plan is offered to finalize once the rest of the plan is at
 # most this many steps long.
