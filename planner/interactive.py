@@ -332,6 +332,10 @@ def suggest_candidates(
         }
         features["retrace"] = round(float(retrace[position]), 3)
         unsure = grades[position] > 0
+        if planned and (unsure or features["retrace"] > 0.1):
+            # A planned candidate is known to lead back without retracing, so ends that may
+            # not, or that retrace already, are left out beside it.
+            continue
         candidates.append(
             Candidate(
                 id=f"{len(state.waypoint_node_ids) + 1}-{rank + 1}-{network.node_ids[node]}",
