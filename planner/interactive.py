@@ -112,6 +112,9 @@ STEP_SCALES = (1.0, 3.0)
 PLANNED_LOOPS = 3
 PLANNED_MAX_ERROR = 0.03
 PLANNED_BONUS = 0.2
+# NOTE: the first suggestion runs plan_loops, so it costs several times what later ones
+# do. In bench_quality at 8 km (2 shared cores), the CPU p99 of suggestions rose from
+# 33 to 88 ms in Monaco while the p50 stayed at 5-6 ms.
 
 # A route that follows its plan is offered to finalize once the rest of the plan is at
 # most this many steps long.
@@ -206,8 +209,10 @@ def suggest_candidates(
     Stores the offer and `finalize_suggested` in `state` (it is updated in place), because
     add_waypoint accepts only offered candidates. Where any exist, only ends are offered
     from which, with the path to them walked too, a way back makes up the rest of the
-    target, so that the route closes near it whichever candidate the user takes. Returns
-    no candidates when finalize would now land within FINALIZE_ERROR of the target.
+    target, so that the route closes near it whichever candidate the user takes. At the
+    first step, and while the route follows a planned loop, the waypoints one step along
+    such loops come first (see _planned_candidates). Returns no candidates when finalize
+    would now land within FINALIZE_ERROR of the target.
     """
     _check_open(state)
     if not isinstance(preference, Preference):
@@ -237,9 +242,7 @@ def suggest_candidates(
     values = _path_values(network, preference, walked)
     tolerance_m = CLOSING_TOLERANCE * state.target_m
     seed_here = seed if seed is not None else len(state.waypoint_node_ids)
-    planned = _planned_candidates(
-        whole_network, network, state, preference, seed_here, values
-    )
+    planned = _planned_candidates(whole_network, network, state, preference, seed_here, values)
     found: _Offer | None = None
     fallback: _Offer | None = None
     # Ways back that avoid the route come first. Where no end leaves one of the right
@@ -322,7 +325,7 @@ def suggest_candidates(
     grades = dict(zip(chosen, found.levels or [0] * len(chosen)))
 
     candidates = []
-    for rank, position in enumerate(chosen):
+    for position in chosen:
         node = int(reached[position])
         path = tree_path(tree, node)
         edges = path_edges(network, path)
@@ -338,7 +341,7 @@ def suggest_candidates(
             continue
         candidates.append(
             Candidate(
-                id=f"{len(state.waypoint_node_ids) + 1}-{rank + 1}-{network.node_ids[node]}",
+                id="",
                 node_id=int(network.node_ids[node]),
                 lat=float(network.lat[node]),
                 lon=float(network.lon[node]),
@@ -481,12 +484,13 @@ def _planned_candidates(
     seed: int,
     values: np.ndarray,
 ) -> list[Candidate]:
-    """Offer the waypoints one step along the route's plan or, at the first step, along
+    """Build the candidates one step along the route's plan or, at the first step, along
     complete loops from the start (both ways round), spread in direction.
 
-    Each candidate carries the rest of its loop as its plan. Returns no candidates when the
-    route has no plan, when the rest of the plan is short enough to finalize along it, or
-    when no loop from the start comes within PLANNED_MAX_ERROR of the target.
+    Each candidate carries the rest of its loop as its plan. Returns none past the first
+    step when the route has no plan, none when the rest of the plan is short enough to
+    finalize along it, and none when no loop from the start comes within
+    PLANNED_MAX_ERROR of the target.
     """
     plans = []
     if state.plan_edge_ids:
@@ -501,14 +505,13 @@ def _planned_candidates(
     step = _step_length(state.target_m)
     walked = _edge_indices(network, state.edge_ids).tolist()
     walked_set = set(walked)
-    route_nodes = [_node(network, node_id) for node_id in state.node_ids]
-    current = route_nodes[-1]
+    current = _node(network, state.node_ids[-1])
     candidates: list[Candidate] = []
     seen: set[int] = set()
     for nodes, edges in plans:
         lengths = network.length[edges]
         rest = float(lengths.sum())
-        if rest <= PLANNED_FINAL_STEPS * step:
+        if rest <= PLANNED_FINAL_STEPS * step or len(edges) < 2:
             continue
         # Equal steps along the rest, of about the planned step length, so that no last
         # step is left much shorter than the others.
@@ -541,12 +544,15 @@ def _planned_candidates(
             score = 0.25 + 0.6 * liked - 0.8 * retrace
         else:
             score = 0.8 - 1.5 * retrace
-        bearing = math.degrees(
-            math.atan2(
-                float(network.x[node] - network.x[current]),
-                float(network.y[node] - network.y[current]),
+        bearing = (
+            math.degrees(
+                math.atan2(
+                    float(network.x[node] - network.x[current]),
+                    float(network.y[node] - network.y[current]),
+                )
             )
-        ) % 360.0
+            % 360.0
+        )
         candidates.append(
             Candidate(
                 id="",
@@ -612,8 +618,9 @@ def _start_loops(
 def _merge(first: list[Candidate], others: list[Candidate]) -> list[Candidate]:
     """Return up to CANDIDATE_COUNT candidates, `first` before `others`, spread in direction.
 
-    Candidates of `first` may come closer than MIN_SEPARATION_DEG to each other where no
-    others lie apart, and the candidates of `others` fill up only in directions left free.
+    Candidates of `first` lie at least MIN_SEPARATION_DEG apart where enough of them do,
+    and closer otherwise. Candidates of `others` fill up only where they lie at least
+    MIN_SEPARATION_DEG from every candidate chosen.
     """
     chosen: list[Candidate] = []
 
@@ -622,7 +629,10 @@ def _merge(first: list[Candidate], others: list[Candidate]) -> list[Candidate]:
         return min((min(angle, 360.0 - angle) for angle in angles), default=360.0)
 
     nodes: set[int] = set()
-    for group, separations in ((first, (MIN_SEPARATION_DEG, 40.0, 0.0)), (others, (MIN_SEPARATION_DEG,))):
+    for group, separations in (
+        (first, (MIN_SEPARATION_DEG, 40.0, 0.0)),
+        (others, (MIN_SEPARATION_DEG,)),
+    ):
         for separation in separations:
             for candidate in group:
                 if len(chosen) == CANDIDATE_COUNT:
@@ -647,7 +657,8 @@ def _finalize_now(network: Network, state: RouteState, back_here: float) -> bool
     """Return whether finalize would now close the route near its target, or never nearer.
 
     Once the remaining distance exceeds the shortest way back avoiding the route by less
-    than FINALIZE_SLACK_STEPS steps, this tries finalize. Finalizing is suggested when the
+    than FINALIZE_SLACK_STEPS steps, or the rest of the route's plan is at most
+    PLANNED_FINAL_STEPS steps long, this tries finalize. Finalizing is suggested when the
     closed route lands within FINALIZE_ERROR or already runs over the target.
     """
     if not state.waypoint_node_ids:
@@ -672,8 +683,8 @@ def _finalize_now(network: Network, state: RouteState, back_here: float) -> bool
 def _closing_walk(network: Network, state: RouteState) -> Walk:
     """Return the walk that finalize makes of `state`: the route so far and the way back.
 
-    The way back is the shortest one avoiding walked edges or the plain shortest one,
-    whichever ranks better. The plain one may retrace part of the route but is the shorter
+    The way back is the shortest one avoiding walked edges, the plain shortest one or the
+    rest of the route's plan, whichever ranks better. The plain one may retrace part of the route but is the shorter
     when the route ran into a dead end. When the walk falls short of the target, a detour
     of the missing length replaces the way back if it ranks better still. Raises
     NoLoopFound when the start is out of reach.
