@@ -112,6 +112,8 @@ STEP_SCALES = (1.0, 3.0)
 PLANNED_LOOPS = 3
 PLANNED_MAX_ERROR = 0.03
 PLANNED_BONUS = 0.2
+PLAN_REQUIRED = True
+PLAN_MAX_RETRACE = 0.05
 # NOTE: the first suggestion runs plan_loops, so it costs several times what later ones
 # do. In bench_quality at 8 km (2 shared cores), the CPU p99 of suggestions rose from
 # 33 to 88 ms in Monaco while the p50 stayed at 5-6 ms.
@@ -335,10 +337,16 @@ def suggest_candidates(
         }
         features["retrace"] = round(float(retrace[position]), 3)
         unsure = grades[position] > 0
-        if planned and (unsure or features["retrace"] > 0.1):
-            # A planned candidate is known to lead back without retracing, so ends that may
-            # not, or that retrace already, are left out beside it.
-            continue
+        plan: tuple[list[int], list[int]] | None = None
+        if planned:
+            if unsure or features["retrace"] > 0.1:
+                # A planned candidate is known to lead back without retracing, so ends that
+                # may not, or that retrace already, are left out beside it.
+                continue
+            plan = _completion(network, state, path, edges)
+            if plan is None and PLAN_REQUIRED:
+                continue
+        bonus = PLANNED_BONUS if plan is not None else 0.0
         candidates.append(
             Candidate(
                 id="",
@@ -347,11 +355,20 @@ def suggest_candidates(
                 lon=float(network.lon[node]),
                 distance_m=round(float(length[position]), 1),
                 bearing_deg=round(float(bearings[position]), 1),
-                score=round(max(float(score[position]) - UNSURE_RETURN_PENALTY * unsure, 0.0), 3),
+                score=round(
+                    float(
+                        np.clip(score[position] - UNSURE_RETURN_PENALTY * unsure + bonus, 0.0, 1.0)
+                    ),
+                    3,
+                ),
                 features=features,
-                reason=_reason(features, float(length[position]), closing, unsure),
+                reason=_reason(
+                    features, float(length[position]), closing, unsure, planned=plan is not None
+                ),
                 path_node_ids=network.node_ids[path].tolist(),
                 path_edge_ids=network.edge_ids[edges].tolist(),
+                plan_node_ids=network.node_ids[plan[0]].tolist() if plan else [],
+                plan_edge_ids=network.edge_ids[plan[1]].tolist() if plan else [],
             )
         )
     state.candidates = _numbered(_merge(planned, candidates), state)
@@ -572,6 +589,36 @@ def _planned_candidates(
         )
     candidates.sort(key=lambda candidate: -candidate.score)
     return _merge(candidates, [])
+
+
+def _completion(
+    network: Network, state: RouteState, path: list[int], edges: list[int]
+) -> tuple[list[int], list[int]] | None:
+    """Return a way from the end of `path` back to the start (node and edge indices) that
+    closes the route near its target walking little twice, or None when none is found."""
+    start = _node(network, state.start_node_id)
+    route_nodes = [_node(network, node_id) for node_id in state.node_ids] + path[1:]
+    route_edges = _edge_indices(network, state.edge_ids).tolist() + list(edges)
+    factor = np.ones(network.edge_count)
+    factor[route_edges] = USED_EDGE_FACTOR
+    factor[stem_edges(network, start)] = 1.0
+    costs = edge_costs(network, parse_preference(""))
+    ctx = closing_context(network, start, costs, np.zeros(network.edge_count))
+    rest = state.target_m - float(network.length[route_edges].sum())
+    walk, _ = close_walk(
+        ctx,
+        route_nodes,
+        route_edges,
+        state.target_m,
+        factor,
+        2.0 * max(rest, 0.0) + 500.0,
+        None,
+        True,
+        short_rounds=1,
+    )
+    if walk is None or walk.error(state.target_m) > PLANNED_MAX_ERROR or walk.retrace > PLAN_MAX_RETRACE:
+        return None
+    return walk.nodes[len(route_nodes) - 1 :], walk.edges[len(route_edges) :]
 
 
 def _start_loops(
