@@ -20,7 +20,7 @@ import msgspec
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from planner.closing import Walk, close_walk, join_walk, measure, stem_edges
+from planner.closing import ClosingContext, Walk, close_walk, join_walk, measure, stem_edges
 from planner.closing import context as closing_context
 from planner.errors import (
     EmptyRoute,
@@ -112,7 +112,6 @@ STEP_SCALES = (1.0, 3.0)
 PLANNED_LOOPS = 3
 PLANNED_MAX_ERROR = 0.03
 PLANNED_BONUS = 0.2
-PLAN_REQUIRED = True
 PLAN_MAX_RETRACE = 0.05
 # NOTE: the first suggestion runs plan_loops, so it costs several times what later ones
 # do. In bench_quality at 8 km (2 shared cores), the CPU p99 of suggestions rose from
@@ -337,16 +336,10 @@ def suggest_candidates(
         }
         features["retrace"] = round(float(retrace[position]), 3)
         unsure = grades[position] > 0
-        plan: tuple[list[int], list[int]] | None = None
-        if planned:
-            if unsure or features["retrace"] > 0.1:
-                # A planned candidate is known to lead back without retracing, so ends that
-                # may not, or that retrace already, are left out beside it.
-                continue
-            plan = _completion(network, state, path, edges)
-            if plan is None and PLAN_REQUIRED:
-                continue
-        bonus = PLANNED_BONUS if plan is not None else 0.0
+        if planned and (unsure or features["retrace"] > 0.1):
+            # A planned candidate is known to lead back without retracing, so ends that may
+            # not, or that retrace already, are left out beside it.
+            continue
         candidates.append(
             Candidate(
                 id="",
@@ -355,22 +348,15 @@ def suggest_candidates(
                 lon=float(network.lon[node]),
                 distance_m=round(float(length[position]), 1),
                 bearing_deg=round(float(bearings[position]), 1),
-                score=round(
-                    float(
-                        np.clip(score[position] - UNSURE_RETURN_PENALTY * unsure + bonus, 0.0, 1.0)
-                    ),
-                    3,
-                ),
+                score=round(max(float(score[position]) - UNSURE_RETURN_PENALTY * unsure, 0.0), 3),
                 features=features,
-                reason=_reason(
-                    features, float(length[position]), closing, unsure, planned=plan is not None
-                ),
+                reason=_reason(features, float(length[position]), closing, unsure),
                 path_node_ids=network.node_ids[path].tolist(),
                 path_edge_ids=network.edge_ids[edges].tolist(),
-                plan_node_ids=network.node_ids[plan[0]].tolist() if plan else [],
-                plan_edge_ids=network.edge_ids[plan[1]].tolist() if plan else [],
             )
         )
+    if planned:
+        candidates = _with_plans(network, state, planned, candidates, closing)
     state.candidates = _numbered(_merge(planned, candidates), state)
     return state.candidates
 
@@ -591,19 +577,58 @@ def _planned_candidates(
     return _merge(candidates, [])
 
 
-def _completion(
-    network: Network, state: RouteState, path: list[int], edges: list[int]
-) -> tuple[list[int], list[int]] | None:
-    """Return a way from the end of `path` back to the start (node and edge indices) that
-    closes the route near its target walking little twice, or None when none is found."""
+def _with_plans(
+    network: Network,
+    state: RouteState,
+    planned: list[Candidate],
+    others: list[Candidate],
+    closing: bool,
+) -> list[Candidate]:
+    """Return the candidates of `others` that fill the offer beside `planned`, each with a
+    plan of its own, in the order `_merge` takes them.
+
+    Candidates from which no way back closes the route near its target walking little
+    twice are left out. Ways back are searched only for as many candidates as the offer
+    has room for, because each search costs two shortest-path trees.
+    """
     start = _node(network, state.start_node_id)
-    route_nodes = [_node(network, node_id) for node_id in state.node_ids] + path[1:]
-    route_edges = _edge_indices(network, state.edge_ids).tolist() + list(edges)
-    factor = np.ones(network.edge_count)
-    factor[route_edges] = USED_EDGE_FACTOR
-    factor[stem_edges(network, start)] = 1.0
+    route_nodes = [_node(network, node_id) for node_id in state.node_ids]
+    route_edges = _edge_indices(network, state.edge_ids).tolist()
     costs = edge_costs(network, parse_preference(""))
     ctx = closing_context(network, start, costs, np.zeros(network.edge_count))
+    offer = _merge(planned, [])
+    kept: list[Candidate] = []
+    for candidate in others:
+        if len(offer) == CANDIDATE_COUNT:
+            break
+        if _bearing_gap(candidate, offer) < MIN_SEPARATION_DEG:
+            continue
+        path = [_node(network, node_id) for node_id in candidate.path_node_ids]
+        edges = _edge_indices(network, candidate.path_edge_ids).tolist()
+        plan = _completion(ctx, state, route_nodes + path[1:], route_edges + edges)
+        if plan is None:
+            continue
+        with_plan = msgspec.structs.replace(
+            candidate,
+            score=round(min(candidate.score + PLANNED_BONUS, 1.0), 3),
+            reason=_reason(candidate.features, candidate.distance_m, closing, False, True),
+            plan_node_ids=network.node_ids[plan[0]].tolist(),
+            plan_edge_ids=network.edge_ids[plan[1]].tolist(),
+        )
+        offer.append(with_plan)
+        kept.append(with_plan)
+    return kept
+
+
+def _completion(
+    ctx: ClosingContext, state: RouteState, route_nodes: list[int], route_edges: list[int]
+) -> tuple[list[int], list[int]] | None:
+    """Return a way from the end of a route back to the start (node and edge indices) that
+    closes it near its target walking little twice, or None when none is found."""
+    network = ctx.network
+    factor = np.ones(network.edge_count)
+    factor[route_edges] = USED_EDGE_FACTOR
+    factor[stem_edges(network, ctx.start)] = 1.0
     rest = state.target_m - float(network.length[route_edges].sum())
     walk, _ = close_walk(
         ctx,
@@ -616,7 +641,11 @@ def _completion(
         True,
         short_rounds=1,
     )
-    if walk is None or walk.error(state.target_m) > PLANNED_MAX_ERROR or walk.retrace > PLAN_MAX_RETRACE:
+    if (
+        walk is None
+        or walk.error(state.target_m) > PLANNED_MAX_ERROR
+        or walk.retrace > PLAN_MAX_RETRACE
+    ):
         return None
     return walk.nodes[len(route_nodes) - 1 :], walk.edges[len(route_edges) :]
 
@@ -671,10 +700,6 @@ def _merge(first: list[Candidate], others: list[Candidate]) -> list[Candidate]:
     """
     chosen: list[Candidate] = []
 
-    def apart(candidate: Candidate) -> float:
-        angles = [abs(other.bearing_deg - candidate.bearing_deg) % 360.0 for other in chosen]
-        return min((min(angle, 360.0 - angle) for angle in angles), default=360.0)
-
     nodes: set[int] = set()
     for group, separations in (
         (first, (MIN_SEPARATION_DEG, 40.0, 0.0)),
@@ -684,11 +709,17 @@ def _merge(first: list[Candidate], others: list[Candidate]) -> list[Candidate]:
             for candidate in group:
                 if len(chosen) == CANDIDATE_COUNT:
                     return chosen
-                if candidate.node_id in nodes or apart(candidate) < separation:
+                if candidate.node_id in nodes or _bearing_gap(candidate, chosen) < separation:
                     continue
                 chosen.append(candidate)
                 nodes.add(candidate.node_id)
     return chosen
+
+
+def _bearing_gap(candidate: Candidate, chosen: list[Candidate]) -> float:
+    """Return the smallest angle in degrees between the candidate's bearing and a chosen one."""
+    angles = [abs(other.bearing_deg - candidate.bearing_deg) % 360.0 for other in chosen]
+    return min((min(angle, 360.0 - angle) for angle in angles), default=360.0)
 
 
 def _numbered(candidates: list[Candidate], state: RouteState) -> list[Candidate]:
