@@ -2,7 +2,8 @@
 
 Where a complete loop from the start is known, candidates lie one step along it and carry
 the rest of it as their plan, so that a route following them closes without walking its
-ways twice. Other candidates are the best-scored ends about one step away.
+ways twice. Other candidates are the best-scored ends about one step away. Beside planned
+candidates they are offered only with a plan of their own: a way back found from them.
 
 The route state is a msgspec Struct of JSON types with OSM node and edge ids, so a server
 can store it between requests (`msgspec.to_builtins(state)`, `RouteState.from_dict`) and
@@ -106,16 +107,19 @@ WALK_STEP_M = 0.8
 # Multiples of the step length tried in turn when no end about one step away qualifies.
 STEP_SCALES = (1.0, 3.0)
 
-# Complete loops from the start (plan_loops) guide the first step when they come within
-# this share of the target. Candidates on such a loop score this much more than others,
-# because a way back of the right length that walks nothing twice is known from them.
+# Complete loops from the start (plan_loops, PLANNED_LOOPS alternatives) guide the first
+# step when they come within this share of the target. Candidates with a plan score this
+# much more than others, because a way back of the right length is known from them.
 PLANNED_LOOPS = 3
 PLANNED_MAX_ERROR = 0.03
 PLANNED_BONUS = 0.2
-PLAN_MAX_RETRACE = 0.05
 # NOTE: the first suggestion runs plan_loops, so it costs several times what later ones
-# do. In bench_quality at 8 km (2 shared cores), the CPU p99 of suggestions rose from
-# 33 to 88 ms in Monaco while the p50 stayed at 5-6 ms.
+# do: see the suggestion p99 in docs/quality.md.
+
+# Beside planned candidates, other ends are offered only where a way back from them closes
+# the route within PLANNED_MAX_ERROR of the target and walks at most this share of it
+# twice, the stem at the start excluded.
+PLAN_MAX_RETRACE = 0.05
 
 # A route that follows its plan is offered to finalize once the rest of the plan is at
 # most this many steps long.

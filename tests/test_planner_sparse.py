@@ -393,6 +393,26 @@ def test_valley_step_route_walks_little_twice(
     assert abs(route.distance_m - 8000.0) <= 0.05 * 8000.0
 
 
+@pytest.mark.parametrize(("lat", "lon", "preference", "seed"), VALLEY_STEP_STARTS)
+def test_valley_step_route_any_pick_walks_little_twice(
+    lat: float, lon: float, preference: str, seed: int
+) -> None:
+    """A user may take any offered candidate, not only the best-scored one."""
+    network = load_extract("andorra")
+    rng = np.random.default_rng(seed)
+    state = start_route(network, lat, lon, 8000.0)
+    for _ in range(40):
+        candidates = suggest_candidates(
+            network, state, preference, seed=seed + len(state.waypoint_node_ids)
+        )
+        if state.finalize_suggested or not candidates:
+            break
+        state = add_waypoint(network, state, candidates[rng.integers(len(candidates))].id)
+    route = finalize(network, state)
+    assert route.retrace_share <= 0.10
+    assert abs(route.distance_m - 8000.0) <= 0.05 * 8000.0
+
+
 def test_planned_candidate_carries_rest_of_loop() -> None:
     network = load_extract("andorra")
     state = start_route(network, 42.466337, 1.642555, 8000.0)
