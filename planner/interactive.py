@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 from collections.abc import Callable, Iterator
 
@@ -121,6 +122,11 @@ PLANNED_BONUS = 0.2
 # the route within PLANNED_MAX_ERROR of the target and walks at most this share of it
 # twice, the stem at the start excluded.
 PLAN_MAX_RETRACE = 0.05
+
+# Steps along a plan, as shares of the planned step: the planned one first, and a shorter
+# and a longer one where other ends leave the offer short of CANDIDATE_COUNT (as at a
+# start in a valley, where every loop leaves the same way).
+PLANNED_STEP_SHARES = (1.0, 0.6, 1.5)
 
 # A route that follows its plan is offered to finalize once the rest of the plan is at
 # most this many steps long.
@@ -248,7 +254,9 @@ def suggest_candidates(
     values = _path_values(network, preference, walked)
     tolerance_m = CLOSING_TOLERANCE * state.target_m
     seed_here = seed if seed is not None else len(state.waypoint_node_ids)
-    planned = _planned_candidates(whole_network, network, state, preference, seed_here, values)
+    planned, planned_more = _planned_candidates(
+        whole_network, network, state, preference, seed_here, values
+    )
     found: _Offer | None = None
     fallback: _Offer | None = None
     # Ways back that avoid the route come first. Where no end leaves one of the right
@@ -317,7 +325,7 @@ def suggest_candidates(
         found.chosen = _spread(np.asarray(found.chosen), found.bearings, lambda position: 1)[0]
     if found is None:
         state.finalize_suggested = bool(state.waypoint_node_ids) and not planned
-        state.candidates = _numbered(planned, state)
+        state.candidates = _numbered(_merge(planned + planned_more, []), state)
         return state.candidates
     tree, reached, length, retrace, shares = (
         found.tree,
@@ -360,9 +368,11 @@ def suggest_candidates(
                 path_edge_ids=network.edge_ids[edges].tolist(),
             )
         )
-    if planned:
-        candidates = _with_plans(network, state, planned, candidates, closing)
-    state.candidates = _numbered(_merge(planned, candidates), state)
+    if planned or state.waypoint_node_ids:
+        offer = _with_plans(network, state, planned, planned_more, candidates, closing)
+    else:
+        offer = candidates
+    state.candidates = _numbered(offer, state)
     return state.candidates
 
 
@@ -491,14 +501,15 @@ def _planned_candidates(
     preference: Preference,
     seed: int,
     values: np.ndarray,
-) -> list[Candidate]:
+) -> tuple[list[Candidate], list[Candidate]]:
     """Build the candidates one step along the route's plan or, at the first step, along
     complete loops from the start (both ways round), spread in direction.
 
-    Each candidate carries the rest of its loop as its plan. Returns none past the first
-    step when the route has no plan, none when the rest of the plan is short enough to
-    finalize along it, and none when no loop from the start comes within
-    PLANNED_MAX_ERROR of the target.
+    Each candidate carries the rest of its loop as its plan. Returns the planned steps,
+    then the shorter and longer steps (PLANNED_STEP_SHARES) that may fill the offer up.
+    Both are empty past the first step when the route has no plan, when the rest of the
+    plan is short enough to finalize along it, and when no loop from the start comes
+    within PLANNED_MAX_ERROR of the target.
     """
     plans = []
     if state.plan_edge_ids:
@@ -514,16 +525,18 @@ def _planned_candidates(
     walked = _edge_indices(network, state.edge_ids).tolist()
     walked_set = set(walked)
     current = _node(network, state.node_ids[-1])
-    candidates: list[Candidate] = []
     seen: set[int] = set()
-    for nodes, edges in plans:
+    ranked: list[tuple[int, Candidate]] = []
+    for (share_rank, share), (nodes, edges) in itertools.product(
+        enumerate(PLANNED_STEP_SHARES), plans
+    ):
         lengths = network.length[edges]
         rest = float(lengths.sum())
         if rest <= PLANNED_FINAL_STEPS * step or len(edges) < 2:
             continue
         # Equal steps along the rest, of about the planned step length, so that no last
         # step is left much shorter than the others.
-        aim = rest / max(round(rest / step), 2)
+        aim = share * rest / max(round(rest / step), 2)
         along = np.cumsum(lengths)
         cut = int(np.argmin(np.abs(along[:-1] - aim))) + 1
         node = nodes[cut]
@@ -561,40 +574,42 @@ def _planned_candidates(
             )
             % 360.0
         )
-        candidates.append(
-            Candidate(
-                id="",
-                node_id=int(network.node_ids[node]),
-                lat=float(network.lat[node]),
-                lon=float(network.lon[node]),
-                distance_m=round(length, 1),
-                bearing_deg=round(bearing, 1),
-                score=round(float(np.clip(score + PLANNED_BONUS, 0.0, 1.0)), 3),
-                features=features,
-                reason=_reason(features, length, False, False, planned=True),
-                path_node_ids=network.node_ids[path_nodes].tolist(),
-                path_edge_ids=network.edge_ids[path_edges_here].tolist(),
-                plan_node_ids=network.node_ids[nodes[cut:]].tolist(),
-                plan_edge_ids=network.edge_ids[edges[cut:]].tolist(),
-            )
+        candidate = Candidate(
+            id="",
+            node_id=int(network.node_ids[node]),
+            lat=float(network.lat[node]),
+            lon=float(network.lon[node]),
+            distance_m=round(length, 1),
+            bearing_deg=round(bearing, 1),
+            score=round(float(np.clip(score + PLANNED_BONUS, 0.0, 1.0)), 3),
+            features=features,
+            reason=_reason(features, length, False, False, planned=True),
+            path_node_ids=network.node_ids[path_nodes].tolist(),
+            path_edge_ids=network.edge_ids[path_edges_here].tolist(),
+            plan_node_ids=network.node_ids[nodes[cut:]].tolist(),
+            plan_edge_ids=network.edge_ids[edges[cut:]].tolist(),
         )
-    candidates.sort(key=lambda candidate: -candidate.score)
-    return _merge(candidates, [])
+        ranked.append((share_rank, candidate))
+    ranked.sort(key=lambda item: (item[0], -item[1].score))
+    planned = _merge([candidate for share_rank, candidate in ranked if share_rank == 0], [])
+    more = [candidate for share_rank, candidate in ranked if share_rank > 0]
+    return planned, more
 
 
 def _with_plans(
     network: Network,
     state: RouteState,
     planned: list[Candidate],
+    planned_more: list[Candidate],
     others: list[Candidate],
     closing: bool,
 ) -> list[Candidate]:
-    """Return the candidates of `others` that fill the offer beside `planned`, each with a
-    plan of its own, in the order `_merge` takes them.
+    """Return the offer, spread in direction: `planned` first, then candidates of `others`
+    with a plan of their own, then `planned_more`, then the rest of `others`.
 
-    Candidates from which no way back closes the route near its target walking little
-    twice are left out. Ways back are searched only for as many candidates as the offer
-    has room for, because each search costs two shortest-path trees.
+    A candidate of `others` gets a plan where a way back from it closes the route near its
+    target walking little twice (see _completion). Where too few do, candidates without
+    a plan fill the offer up, so that the user still has a choice.
     """
     start = _node(network, state.start_node_id)
     route_nodes = [_node(network, node_id) for node_id in state.node_ids]
@@ -602,27 +617,51 @@ def _with_plans(
     costs = edge_costs(network, parse_preference(""))
     ctx = closing_context(network, start, costs, np.zeros(network.edge_count))
     offer = _merge(planned, [])
-    added: list[Candidate] = []
-    for candidate in others:
-        if len(offer) == CANDIDATE_COUNT:
-            break
-        if _bearing_gap(candidate, offer) < MIN_SEPARATION_DEG:
-            continue
-        path = [_node(network, node_id) for node_id in candidate.path_node_ids]
-        edges = _edge_indices(network, candidate.path_edge_ids).tolist()
-        plan = _completion(ctx, state, route_nodes + path[1:], route_edges + edges)
-        if plan is None:
-            continue
-        with_plan = msgspec.structs.replace(
-            candidate,
-            score=round(min(candidate.score + PLANNED_BONUS, 1.0), 3),
-            reason=_reason(candidate.features, candidate.distance_m, closing, False, True),
-            plan_node_ids=network.node_ids[plan[0]].tolist(),
-            plan_edge_ids=network.edge_ids[plan[1]].tolist(),
+    plans: dict[int, tuple[list[int], list[int]] | None] = {}
+    for separation in (MIN_SEPARATION_DEG, 40.0, 0.0):
+        for candidate in others:
+            if len(offer) == CANDIDATE_COUNT:
+                return offer
+            if _bearing_gap(candidate, offer) < separation:
+                continue
+            if candidate.node_id not in plans:
+                # Each search costs two shortest-path trees, so it runs only for ends that
+                # the offer has room for.
+                path = [_node(network, node_id) for node_id in candidate.path_node_ids]
+                edges = _edge_indices(network, candidate.path_edge_ids).tolist()
+                plans[candidate.node_id] = _completion(
+                    ctx, state, route_nodes + path[1:], route_edges + edges
+                )
+            plan = plans[candidate.node_id]
+            if plan is None:
+                continue
+            offer.append(
+                msgspec.structs.replace(
+                    candidate,
+                    score=round(min(candidate.score + PLANNED_BONUS, 1.0), 3),
+                    reason=_reason(candidate.features, candidate.distance_m, closing, False, True),
+                    plan_node_ids=network.node_ids[plan[0]].tolist(),
+                    plan_edge_ids=network.edge_ids[plan[1]].tolist(),
+                )
+            )
+    # Shorter and longer steps along the plans come next. Ends without a plan come last and
+    # score as ends with no known way back of the right length.
+    unsure = [
+        msgspec.structs.replace(
+            candidate, score=round(max(candidate.score - UNSURE_RETURN_PENALTY, 0.0), 3)
         )
-        offer.append(with_plan)
-        added.append(with_plan)
-    return added
+        for candidate in others
+    ]
+    for group in (planned_more, unsure):
+        for separation in (MIN_SEPARATION_DEG, 40.0, 0.0):
+            for candidate in group:
+                if len(offer) == CANDIDATE_COUNT:
+                    return offer
+                chosen = {offered.node_id for offered in offer}
+                if candidate.node_id in chosen or _bearing_gap(candidate, offer) < separation:
+                    continue
+                offer.append(candidate)
+    return offer
 
 
 def _completion(
