@@ -3,7 +3,7 @@
 Where a complete loop from the start is known, candidates lie one step along it and carry
 the rest of it as their plan, so that a route following them closes without walking its
 ways twice. Other candidates are the best-scored ends about one step away. Beside planned
-candidates they are offered only with a plan of their own: a way back found from them.
+candidates, those with a way back of their own (their plan) come before the rest.
 
 The route state is a msgspec Struct of JSON types with OSM node and edge ids, so a server
 can store it between requests (`msgspec.to_builtins(state)`, `RouteState.from_dict`) and
@@ -118,14 +118,14 @@ PLANNED_BONUS = 0.2
 # do. With bench_quality --only-interactive at 8 km on 2 shared cores, the CPU p99 of
 # suggestions rose from 18-33 ms to 40-90 ms per region, while the p50 stayed at 4-12 ms.
 
-# Beside planned candidates, other ends are offered only where a way back from them closes
-# the route within PLANNED_MAX_ERROR of the target and walks at most this share of it
-# twice, the stem at the start excluded.
+# An end gets a plan of its own where a way back from it closes the route within
+# PLANNED_MAX_ERROR of the target and walks at most this share of it twice, the stem at
+# the start excluded.
 PLAN_MAX_RETRACE = 0.05
 
-# Steps along a plan, as shares of the planned step: the planned one first, and a shorter
-# and a longer one where other ends leave the offer short of CANDIDATE_COUNT (as at a
-# start in a valley, where every loop leaves the same way).
+# Steps along a plan, as shares of the planned step. The planned one comes first. A shorter
+# and a longer one fill the offer where other ends leave it short of CANDIDATE_COUNT, as at
+# a start in a valley, where every loop leaves the same way.
 PLANNED_STEP_SHARES = (1.0, 0.6, 1.5)
 
 # A route that follows its plan is offered to finalize once the rest of the plan is at
