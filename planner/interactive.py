@@ -311,11 +311,11 @@ def suggest_candidates(
                 offer.chosen, offer.levels = _spread(order[:GRADE_CHECKS], bearings, grade)
                 if offer.chosen and (found is None or offer.rank() < found.rank()):
                     found = offer
-                if found is not None and found.rank() == (0, 0, False):
+                if _search_done(found, bool(planned)):
                     break
             # Ends that only retrace (dead-end tips) or leave no way back of the right length
             # make longer steps worth a try.
-            if found is not None and found.rank() == (0, 0, False):
+            if _search_done(found, bool(planned)):
                 break
     if found is None and not state.waypoint_node_ids and fallback is not None:
         # No end keeps a way back of the right length (a start deep in a dead end), so the
@@ -374,6 +374,14 @@ def suggest_candidates(
         offer = candidates
     state.candidates = _numbered(offer, state)
     return state.candidates
+
+
+def _search_done(found: _Offer | None, planned: bool) -> bool:
+    """Return whether the search for ends can stop: at a perfect offer, or beside planned
+    candidates at any offer with a good end, because ends then only fill the offer up."""
+    if found is None:
+        return False
+    return found.rank() == (0, 0, False) or (planned and found.level == 0)
 
 
 def add_waypoint(network: Network, state: RouteState, candidate_id: str) -> RouteState:
@@ -680,7 +688,7 @@ def _completion(
         route_edges,
         state.target_m,
         factor,
-        2.0 * max(rest, 0.0) + 500.0,
+        (1.0 + PLANNED_MAX_ERROR) * max(rest, 0.0) + 100.0,
         None,
         True,
         short_rounds=1,
