@@ -116,7 +116,7 @@ PLANNED_MAX_ERROR = 0.03
 PLANNED_BONUS = 0.2
 # NOTE: the first suggestion runs plan_loops, so it costs several times what later ones
 # do. With bench_quality --only-interactive at 8 km on 2 shared cores, the CPU p99 of
-# suggestions rose from 18-33 ms to 41-88 ms per region, and the p50 from 4-8 to 4-14 ms.
+# suggestions rose from 18-33 ms to 42-114 ms per region, and the p50 from 4-11 to 4-14 ms.
 
 # An end gets a plan of its own where a way back from it closes the route within
 # PLANNED_MAX_ERROR of the target and walks at most this share of it twice, the stem at
