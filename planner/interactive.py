@@ -1,5 +1,10 @@
 """Step-by-step route building: suggest three waypoints, add one, close back to the start.
 
+Where a complete loop from the start is known, candidates lie one step along it and carry
+the rest of it as their plan, so that a route following them closes without walking its
+ways twice. Other candidates are the best-scored ends about one step away. Beside planned
+candidates, those with a way back of their own (their plan) come before the rest.
+
 The route state is a msgspec Struct of JSON types with OSM node and edge ids, so a server
 can store it between requests (`msgspec.to_builtins(state)`, `RouteState.from_dict`) and
 any process holding the same network can continue it.
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 from collections.abc import Callable, Iterator
 
@@ -16,9 +22,16 @@ import msgspec
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from planner.closing import Walk, close_walk, join_walk, measure, stem_edges
+from planner.closing import ClosingContext, Walk, close_walk, join_walk, measure, stem_edges
 from planner.closing import context as closing_context
-from planner.errors import EmptyRoute, InvalidWaypoint, NoLoopFound, RouteFinalized
+from planner.errors import (
+    EmptyRoute,
+    InvalidWaypoint,
+    NoLoopFound,
+    PlannerError,
+    RouteFinalized,
+)
+from planner.loops import plan_loops
 from planner.network import FEATURE_NAMES, Network
 from planner.preferences import Preference, parse_preference
 from planner.routing import (
@@ -36,6 +49,7 @@ from planner.snap import snap_start
 from planner.walks import (
     Segment,
     feature_shares,
+    retrace_length,
     walk_coordinates,
     walk_segments,
 )
@@ -94,6 +108,30 @@ WALK_STEP_M = 0.8
 # Multiples of the step length tried in turn when no end about one step away qualifies.
 STEP_SCALES = (1.0, 3.0)
 
+# Complete loops from the start (plan_loops, PLANNED_LOOPS alternatives) guide the first
+# step when they come within this share of the target. Candidates with a plan score this
+# much more than others, because a way back of the right length is known from them.
+PLANNED_LOOPS = 3
+PLANNED_MAX_ERROR = 0.03
+PLANNED_BONUS = 0.2
+# NOTE: the first suggestion runs plan_loops, so it costs several times what later ones
+# do. With bench_quality --only-interactive at 8 km on 2 shared cores, the CPU p99 of
+# suggestions rose from 18-33 ms to 42-114 ms per region, and the p50 from 4-11 to 4-14 ms.
+
+# An end gets a plan of its own where a way back from it closes the route within
+# PLANNED_MAX_ERROR of the target and walks at most this share of it twice, the stem at
+# the start excluded.
+PLAN_MAX_RETRACE = 0.05
+
+# Steps along a plan, as shares of the planned step. The planned one comes first. A shorter
+# and a longer one fill the offer where other ends leave it short of CANDIDATE_COUNT, as at
+# a start in a valley, where every loop leaves the same way.
+PLANNED_STEP_SHARES = (1.0, 0.6, 1.5)
+
+# A route that follows its plan is offered to finalize once the rest of the plan is at
+# most this many steps long.
+PLANNED_FINAL_STEPS = 1.5
+
 
 class Candidate(msgspec.Struct, frozen=True):
     """A suggested next waypoint and the path that leads to it."""
@@ -109,6 +147,9 @@ class Candidate(msgspec.Struct, frozen=True):
     reason: str
     path_node_ids: list[int]
     path_edge_ids: list[int]
+    # The rest of a planned loop from this waypoint back to the start (empty: none).
+    plan_node_ids: list[int] = msgspec.field(default_factory=list)
+    plan_edge_ids: list[int] = msgspec.field(default_factory=list)
 
 
 class RouteState(msgspec.Struct):
@@ -124,6 +165,9 @@ class RouteState(msgspec.Struct):
     candidates: list[Candidate] = msgspec.field(default_factory=list)
     finalize_suggested: bool = False
     finalized: bool = False
+    # The plan of the last waypoint added: the rest of its loop back to the start.
+    plan_node_ids: list[int] = msgspec.field(default_factory=list)
+    plan_edge_ids: list[int] = msgspec.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return msgspec.to_builtins(self)
@@ -177,12 +221,15 @@ def suggest_candidates(
     Stores the offer and `finalize_suggested` in `state` (it is updated in place), because
     add_waypoint accepts only offered candidates. Where any exist, only ends are offered
     from which, with the path to them walked too, a way back makes up the rest of the
-    target, so that the route closes near it whichever candidate the user takes. Returns
-    no candidates when finalize would now land within FINALIZE_ERROR of the target.
+    target, so that the route closes near it whichever candidate the user takes. At the
+    first step, and while the route follows a planned loop, the waypoints one step along
+    such loops come first (see _planned_candidates). Returns no candidates when finalize
+    would now land within FINALIZE_ERROR of the target.
     """
     _check_open(state)
     if not isinstance(preference, Preference):
         preference = parse_preference(preference)
+    whole_network = network
     network = _local_network(network, state)
     start = _node(network, state.start_node_id)
     current = _node(network, state.node_ids[-1])
@@ -207,6 +254,9 @@ def suggest_candidates(
     values = _path_values(network, preference, walked)
     tolerance_m = CLOSING_TOLERANCE * state.target_m
     seed_here = seed if seed is not None else len(state.waypoint_node_ids)
+    planned, planned_more = _planned_candidates(
+        whole_network, network, state, preference, seed_here, values
+    )
     found: _Offer | None = None
     fallback: _Offer | None = None
     # Ways back that avoid the route come first. Where no end leaves one of the right
@@ -261,11 +311,11 @@ def suggest_candidates(
                 offer.chosen, offer.levels = _spread(order[:GRADE_CHECKS], bearings, grade)
                 if offer.chosen and (found is None or offer.rank() < found.rank()):
                     found = offer
-                if found is not None and found.rank() == (0, 0, False):
+                if _search_done(found, bool(planned)):
                     break
             # Ends that only retrace (dead-end tips) or leave no way back of the right length
             # make longer steps worth a try.
-            if found is not None and found.rank() == (0, 0, False):
+            if _search_done(found, bool(planned)):
                 break
     if found is None and not state.waypoint_node_ids and fallback is not None:
         # No end keeps a way back of the right length (a start deep in a dead end), so the
@@ -274,9 +324,9 @@ def suggest_candidates(
         found = fallback
         found.chosen = _spread(np.asarray(found.chosen), found.bearings, lambda position: 1)[0]
     if found is None:
-        state.finalize_suggested = bool(state.waypoint_node_ids)
-        state.candidates = []
-        return []
+        state.finalize_suggested = bool(state.waypoint_node_ids) and not planned
+        state.candidates = _numbered(_merge(planned + planned_more, []), state)
+        return state.candidates
     tree, reached, length, retrace, shares = (
         found.tree,
         found.reached,
@@ -289,7 +339,7 @@ def suggest_candidates(
     grades = dict(zip(chosen, found.levels or [0] * len(chosen)))
 
     candidates = []
-    for rank, position in enumerate(chosen):
+    for position in chosen:
         node = int(reached[position])
         path = tree_path(tree, node)
         edges = path_edges(network, path)
@@ -299,9 +349,13 @@ def suggest_candidates(
         }
         features["retrace"] = round(float(retrace[position]), 3)
         unsure = grades[position] > 0
+        if planned and (unsure or features["retrace"] > 0.1):
+            # A planned candidate is known to lead back walking little twice, so ends that
+            # may not, or that retrace already, are left out beside it.
+            continue
         candidates.append(
             Candidate(
-                id=f"{len(state.waypoint_node_ids) + 1}-{rank + 1}-{network.node_ids[node]}",
+                id="",
                 node_id=int(network.node_ids[node]),
                 lat=float(network.lat[node]),
                 lon=float(network.lon[node]),
@@ -314,8 +368,20 @@ def suggest_candidates(
                 path_edge_ids=network.edge_ids[edges].tolist(),
             )
         )
-    state.candidates = candidates
-    return candidates
+    if planned or state.waypoint_node_ids:
+        offer = _with_plans(network, state, planned, planned_more, candidates, closing)
+    else:
+        offer = candidates
+    state.candidates = _numbered(offer, state)
+    return state.candidates
+
+
+def _search_done(found: _Offer | None, planned: bool) -> bool:
+    """Return whether the search for ends can stop: at a perfect offer, or beside planned
+    candidates at any offer with a good end, because ends then only fill the offer up."""
+    if found is None:
+        return False
+    return found.rank() == (0, 0, False) or (planned and found.level == 0)
 
 
 def add_waypoint(network: Network, state: RouteState, candidate_id: str) -> RouteState:
@@ -342,6 +408,8 @@ def add_waypoint(network: Network, state: RouteState, candidate_id: str) -> Rout
         edge_ids=edge_ids,
         distance_m=round(distance, 1),
         waypoint_node_ids=state.waypoint_node_ids + [candidate.node_id],
+        plan_node_ids=candidate.plan_node_ids,
+        plan_edge_ids=candidate.plan_edge_ids,
     )
     network = _local_network(network, new_state)
     start = _node(network, state.start_node_id)
@@ -434,17 +502,306 @@ def _reached_ends(
     return tree, reached, length, retrace, shares, score, bearings
 
 
+def _planned_candidates(
+    whole_network: Network,
+    network: Network,
+    state: RouteState,
+    preference: Preference,
+    seed: int,
+    values: np.ndarray,
+) -> tuple[list[Candidate], list[Candidate]]:
+    """Build the candidates one step along the route's plan or, at the first step, along
+    complete loops from the start (both ways round), spread in direction.
+
+    Each candidate carries the rest of its loop as its plan. Returns the planned steps,
+    then the shorter and longer steps (PLANNED_STEP_SHARES) that may fill the offer up.
+    Both are empty past the first step when the route has no plan, when the rest of the
+    plan is short enough to finalize along it, and when no loop from the start comes
+    within PLANNED_MAX_ERROR of the target.
+    """
+    plans = []
+    if state.plan_edge_ids:
+        plans.append(
+            (
+                [_node(network, node_id) for node_id in state.plan_node_ids],
+                _edge_indices(network, state.plan_edge_ids).tolist(),
+            )
+        )
+    elif not state.waypoint_node_ids:
+        plans = _start_loops(whole_network, network, state, preference, seed)
+    step = _step_length(state.target_m)
+    walked = _edge_indices(network, state.edge_ids).tolist()
+    walked_set = set(walked)
+    current = _node(network, state.node_ids[-1])
+    seen: set[int] = set()
+    ranked: list[tuple[int, Candidate]] = []
+    for (share_rank, share), (nodes, edges) in itertools.product(
+        enumerate(PLANNED_STEP_SHARES), plans
+    ):
+        lengths = network.length[edges]
+        rest = float(lengths.sum())
+        if rest <= PLANNED_FINAL_STEPS * step or len(edges) < 2:
+            continue
+        # Equal steps along the rest, of about the planned step length, so that no last
+        # step is left much shorter than the others.
+        aim = share * rest / max(round(rest / step), 2)
+        along = np.cumsum(lengths)
+        cut = int(np.argmin(np.abs(along[:-1] - aim))) + 1
+        node = nodes[cut]
+        if node in seen:
+            continue
+        seen.add(node)
+        path_nodes, path_edges_here = nodes[: cut + 1], edges[:cut]
+        sums = values[path_edges_here].sum(axis=0)
+        length = float(sums[0])
+        shares = sums[1:] / max(length, 1.0)
+        features = {
+            name: round(float(shares[1 + index]), 3) for index, name in enumerate(FEATURE_NAMES)
+        }
+        repeated, seen_edges = 0.0, set(walked_set)
+        for edge, edge_length in zip(path_edges_here, lengths[:cut].tolist()):
+            if edge in seen_edges:
+                repeated += edge_length
+            seen_edges.add(edge)
+        features["retrace"] = round(repeated / max(length, 1.0), 3)
+        # The whole walk, plan included, counts: walking back down a stem is no retrace.
+        whole = walked + edges
+        whole_length = float(network.length[whole].sum())
+        retrace = retrace_length(network, whole) / max(whole_length, 1.0)
+        if preference.groups:
+            liked = float(values[whole, 1].sum()) / max(whole_length, 1.0)
+            score = 0.25 + 0.6 * liked - 0.8 * retrace
+        else:
+            score = 0.8 - 1.5 * retrace
+        bearing = (
+            math.degrees(
+                math.atan2(
+                    float(network.x[node] - network.x[current]),
+                    float(network.y[node] - network.y[current]),
+                )
+            )
+            % 360.0
+        )
+        candidate = Candidate(
+            id="",
+            node_id=int(network.node_ids[node]),
+            lat=float(network.lat[node]),
+            lon=float(network.lon[node]),
+            distance_m=round(length, 1),
+            bearing_deg=round(bearing, 1),
+            score=round(float(np.clip(score + PLANNED_BONUS, 0.0, 1.0)), 3),
+            features=features,
+            reason=_reason(features, length, False, False, planned=True),
+            path_node_ids=network.node_ids[path_nodes].tolist(),
+            path_edge_ids=network.edge_ids[path_edges_here].tolist(),
+            plan_node_ids=network.node_ids[nodes[cut:]].tolist(),
+            plan_edge_ids=network.edge_ids[edges[cut:]].tolist(),
+        )
+        ranked.append((share_rank, candidate))
+    ranked.sort(key=lambda item: (item[0], -item[1].score))
+    planned = _merge([candidate for share_rank, candidate in ranked if share_rank == 0], [])
+    more = [candidate for share_rank, candidate in ranked if share_rank > 0]
+    return planned, more
+
+
+def _with_plans(
+    network: Network,
+    state: RouteState,
+    planned: list[Candidate],
+    planned_more: list[Candidate],
+    others: list[Candidate],
+    closing: bool,
+) -> list[Candidate]:
+    """Return the offer, spread in direction: `planned` first, then candidates of `others`
+    with a plan of their own, then `planned_more`, then the rest of `others`.
+
+    A candidate of `others` gets a plan where a way back from it closes the route near its
+    target walking little twice (see _completion). Where too few do, candidates without
+    a plan fill the offer up, so that the user still has a choice.
+    """
+    start = _node(network, state.start_node_id)
+    route_nodes = [_node(network, node_id) for node_id in state.node_ids]
+    route_edges = _edge_indices(network, state.edge_ids).tolist()
+    costs = edge_costs(network, parse_preference(""))
+    ctx = closing_context(network, start, costs, np.zeros(network.edge_count))
+    offer = _merge(planned, [])
+    plans: dict[int, tuple[list[int], list[int]] | None] = {}
+    for separation in (MIN_SEPARATION_DEG, 40.0, 0.0):
+        for candidate in others:
+            if len(offer) == CANDIDATE_COUNT:
+                return offer
+            if _bearing_gap(candidate, offer) < separation:
+                continue
+            if candidate.node_id not in plans:
+                # Each search costs two shortest-path trees, so it runs only for ends that
+                # the offer has room for.
+                path = [_node(network, node_id) for node_id in candidate.path_node_ids]
+                edges = _edge_indices(network, candidate.path_edge_ids).tolist()
+                plans[candidate.node_id] = _completion(
+                    ctx, state, route_nodes + path[1:], route_edges + edges
+                )
+            plan = plans[candidate.node_id]
+            if plan is None:
+                continue
+            offer.append(
+                msgspec.structs.replace(
+                    candidate,
+                    score=round(min(candidate.score + PLANNED_BONUS, 1.0), 3),
+                    reason=_reason(candidate.features, candidate.distance_m, closing, False, True),
+                    plan_node_ids=network.node_ids[plan[0]].tolist(),
+                    plan_edge_ids=network.edge_ids[plan[1]].tolist(),
+                )
+            )
+    # Shorter and longer steps along the plans come next. Ends without a plan come last and
+    # score as ends with no known way back of the right length.
+    unsure = [
+        msgspec.structs.replace(
+            candidate, score=round(max(candidate.score - UNSURE_RETURN_PENALTY, 0.0), 3)
+        )
+        for candidate in others
+    ]
+    for group in (planned_more, unsure):
+        for separation in (MIN_SEPARATION_DEG, 40.0, 0.0):
+            for candidate in group:
+                if len(offer) == CANDIDATE_COUNT:
+                    return offer
+                chosen = {offered.node_id for offered in offer}
+                if candidate.node_id in chosen or _bearing_gap(candidate, offer) < separation:
+                    continue
+                offer.append(candidate)
+    return offer
+
+
+def _completion(
+    ctx: ClosingContext, state: RouteState, route_nodes: list[int], route_edges: list[int]
+) -> tuple[list[int], list[int]] | None:
+    """Return a way from the end of a route back to the start (node and edge indices) that
+    closes it near its target walking little twice, or None when none is found."""
+    network = ctx.network
+    factor = np.ones(network.edge_count)
+    factor[route_edges] = USED_EDGE_FACTOR
+    factor[stem_edges(network, ctx.start)] = 1.0
+    rest = state.target_m - float(network.length[route_edges].sum())
+    walk, _ = close_walk(
+        ctx,
+        route_nodes,
+        route_edges,
+        state.target_m,
+        factor,
+        (1.0 + PLANNED_MAX_ERROR) * max(rest, 0.0) + 100.0,
+        None,
+        True,
+        short_rounds=1,
+    )
+    if (
+        walk is None
+        or walk.error(state.target_m) > PLANNED_MAX_ERROR
+        or walk.retrace > PLAN_MAX_RETRACE
+    ):
+        return None
+    return walk.nodes[len(route_nodes) - 1 :], walk.edges[len(route_edges) :]
+
+
+def _start_loops(
+    whole_network: Network,
+    network: Network,
+    state: RouteState,
+    preference: Preference,
+    seed: int,
+) -> list[tuple[list[int], list[int]]]:
+    """Return complete loops from the start near the target, each both ways round, as node
+    and edge indices of `network`."""
+    start = _node(network, state.start_node_id)
+    try:
+        loops = plan_loops(
+            whole_network,
+            float(network.lat[start]),
+            float(network.lon[start]),
+            state.target_m,
+            preference,
+            seed=seed,
+            alternatives=PLANNED_LOOPS,
+        )
+    except PlannerError:
+        return []
+    plans = []
+    for loop in loops:
+        if abs(loop.distance_m - state.target_m) > PLANNED_MAX_ERROR * state.target_m:
+            continue
+        if loop.node_ids[0] != state.start_node_id:
+            continue
+        nodes = [network.node_index(node_id) for node_id in loop.node_ids]
+        edges = [network.edge_index(edge_id) for edge_id in loop.edge_ids]
+        if min(nodes) < 0 or min(edges) < 0:
+            continue
+        plans.append((nodes, edges))
+        try:
+            # The way round the other way, where every edge can be walked backwards.
+            plans.append((nodes[::-1], path_edges(network, nodes[::-1])))
+        except ValueError:
+            pass
+    return plans
+
+
+def _merge(first: list[Candidate], others: list[Candidate]) -> list[Candidate]:
+    """Return up to CANDIDATE_COUNT candidates, `first` before `others`, spread in direction.
+
+    Candidates of `first` lie at least MIN_SEPARATION_DEG apart where enough of them do,
+    and closer otherwise. Candidates of `others` fill up only where they lie at least
+    MIN_SEPARATION_DEG from every candidate chosen.
+    """
+    chosen: list[Candidate] = []
+
+    nodes: set[int] = set()
+    for group, separations in (
+        (first, (MIN_SEPARATION_DEG, 40.0, 0.0)),
+        (others, (MIN_SEPARATION_DEG,)),
+    ):
+        for separation in separations:
+            for candidate in group:
+                if len(chosen) == CANDIDATE_COUNT:
+                    return chosen
+                if candidate.node_id in nodes or _bearing_gap(candidate, chosen) < separation:
+                    continue
+                chosen.append(candidate)
+                nodes.add(candidate.node_id)
+    return chosen
+
+
+def _bearing_gap(candidate: Candidate, chosen: list[Candidate]) -> float:
+    """Return the smallest angle in degrees between the candidate's bearing and a chosen one."""
+    angles = [abs(other.bearing_deg - candidate.bearing_deg) % 360.0 for other in chosen]
+    return min((min(angle, 360.0 - angle) for angle in angles), default=360.0)
+
+
+def _numbered(candidates: list[Candidate], state: RouteState) -> list[Candidate]:
+    """Give each candidate its id: step number, rank and node id."""
+    step = len(state.waypoint_node_ids) + 1
+    return [
+        msgspec.structs.replace(candidate, id=f"{step}-{rank + 1}-{candidate.node_id}")
+        for rank, candidate in enumerate(candidates)
+    ]
+
+
 def _finalize_now(network: Network, state: RouteState, back_here: float) -> bool:
     """Return whether finalize would now close the route near its target, or never nearer.
 
     Once the remaining distance exceeds the shortest way back avoiding the route by less
-    than FINALIZE_SLACK_STEPS steps, this tries finalize. Finalizing is suggested when the
+    than FINALIZE_SLACK_STEPS steps, or the rest of the route's plan is at most
+    PLANNED_FINAL_STEPS steps long, this tries finalize. Finalizing is suggested when the
     closed route lands within FINALIZE_ERROR or already runs over the target.
     """
     if not state.waypoint_node_ids:
         return False
     remaining = state.remaining_m
-    if remaining > back_here + FINALIZE_SLACK_STEPS * _step_length(state.target_m):
+    step = _step_length(state.target_m)
+    if state.plan_edge_ids:
+        # A route on its plan closes along the rest of it, which may be longer than the
+        # shortest way back.
+        plan_length = float(network.length[_edge_indices(network, state.plan_edge_ids)].sum())
+        if plan_length > PLANNED_FINAL_STEPS * step:
+            return False
+    elif remaining > back_here + FINALIZE_SLACK_STEPS * step:
         return False
     try:
         walk = _closing_walk(network, state)
@@ -456,8 +813,8 @@ def _finalize_now(network: Network, state: RouteState, back_here: float) -> bool
 def _closing_walk(network: Network, state: RouteState) -> Walk:
     """Return the walk that finalize makes of `state`: the route so far and the way back.
 
-    The way back is the shortest one avoiding walked edges or the plain shortest one,
-    whichever ranks better. The plain one may retrace part of the route but is the shorter
+    The way back is the shortest one avoiding walked edges, the plain shortest one or the
+    rest of the route's plan, whichever ranks better. The plain one may retrace part of the route but is the shorter
     when the route ran into a dead end. When the walk falls short of the target, a detour
     of the missing length replaces the way back if it ranks better still. Raises
     NoLoopFound when the start is out of reach.
@@ -483,6 +840,12 @@ def _closing_walk(network: Network, state: RouteState) -> Walk:
         walk = measure(ctx, *join_walk(network, nodes, walked.tolist(), way_back, True))
         shortest = min(shortest, walk.length)
         if best is None or walk.rank(target) < best.rank(target):
+            best = walk
+    if state.plan_edge_ids:
+        plan_nodes = [_node(network, node_id) for node_id in state.plan_node_ids]
+        plan_edges = _edge_indices(network, state.plan_edge_ids).tolist()
+        walk = measure(ctx, nodes + plan_nodes[1:], walked.tolist() + plan_edges)
+        if walk.rank(target) < best.rank(target):
             best = walk
     # The way back that avoids the route may run far over the target where the plain one,
     # which retraces it, falls short. A detour then may land between the two.
@@ -858,7 +1221,9 @@ def _spread(
     return chosen, levels
 
 
-def _reason(features: dict[str, float], length: float, closing: bool, unsure: bool) -> str:
+def _reason(
+    features: dict[str, float], length: float, closing: bool, unsure: bool, planned: bool = False
+) -> str:
     green = max(features["green"], features["park"])
     if green > 0.5:
         parts = ["mostly through parks"]
@@ -877,6 +1242,8 @@ def _reason(features: dict[str, float], length: float, closing: bool, unsure: bo
         parts.append("partly retraces your route")
     if closing:
         parts.append("then about the right distance back to the start")
+    elif planned:
+        parts.append("on a loop that returns to the start at about your distance")
     elif unsure:
         parts.append("the way back from there may not fit your distance")
     return ", ".join(parts)

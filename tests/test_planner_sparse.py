@@ -369,6 +369,71 @@ def test_step_route_near_target_from_hard_start(
     assert abs(route.distance_m - target) <= 0.05 * target
 
 
+# Mountain-valley starts where the best-scored ends about one step away lead up a dead-end
+# valley, so that the route walks back down it or closes over its last step: (lat, lon,
+# preference, seed).
+VALLEY_STEP_STARTS = [
+    (42.466337, 1.642555, "", 436891606),
+    (42.581716, 1.772346, "", 611368629),
+    (42.556185, 1.447759, "parks and water", 1051347542),
+    (42.445193, 1.522719, "parks and water", 236798456),
+]
+
+
+@pytest.mark.parametrize(("lat", "lon", "preference", "seed"), VALLEY_STEP_STARTS)
+def test_valley_step_route_walks_little_twice(
+    lat: float, lon: float, preference: str, seed: int
+) -> None:
+    network = load_extract("andorra")
+    state = follow_best_candidates(
+        network, start_route(network, lat, lon, 8000.0), preference, seed
+    )
+    route = finalize(network, RouteState.from_dict(state.to_dict()))
+    assert route.retrace_share <= 0.10
+    assert abs(route.distance_m - 8000.0) <= 0.05 * 8000.0
+
+
+@pytest.mark.parametrize(("lat", "lon", "preference", "seed"), VALLEY_STEP_STARTS)
+def test_valley_step_route_any_pick_walks_little_twice(
+    lat: float, lon: float, preference: str, seed: int
+) -> None:
+    """A user may take any offered candidate, not only the best-scored one."""
+    network = load_extract("andorra")
+    rng = np.random.default_rng(seed)
+    state = start_route(network, lat, lon, 8000.0)
+    for _ in range(40):
+        candidates = suggest_candidates(
+            network, state, preference, seed=seed + len(state.waypoint_node_ids)
+        )
+        if state.finalize_suggested or not candidates:
+            break
+        state = add_waypoint(network, state, candidates[rng.integers(len(candidates))].id)
+    route = finalize(network, state)
+    assert route.retrace_share <= 0.10
+    assert abs(route.distance_m - 8000.0) <= 0.05 * 8000.0
+
+
+def test_planned_candidate_carries_rest_of_loop() -> None:
+    network = load_extract("andorra")
+    state = start_route(network, 42.466337, 1.642555, 8000.0)
+    candidates = suggest_candidates(network, state, "", seed=1)
+    planned = [candidate for candidate in candidates if candidate.plan_edge_ids]
+    assert planned
+    candidate = planned[0]
+    assert candidate.path_node_ids[-1] == candidate.node_id
+    assert candidate.plan_node_ids[0] == candidate.node_id
+    assert candidate.plan_node_ids[-1] == state.start_node_id
+    edges = candidate.path_edge_ids + candidate.plan_edge_ids
+    length = sum(float(network.length[network.edge_index(edge)]) for edge in edges)
+    assert abs(length - 8000.0) <= 0.03 * 8000.0
+
+    state = add_waypoint(network, RouteState.from_dict(state.to_dict()), candidate.id)
+    assert state.plan_node_ids == candidate.plan_node_ids
+    assert state.plan_edge_ids == candidate.plan_edge_ids
+    following = suggest_candidates(network, state, "", seed=2)
+    assert any(next_candidate.plan_edge_ids for next_candidate in following)
+
+
 def walk_of_length(length: float) -> Walk:
     return Walk(nodes=[0, 1, 0], edges=[0, 1], length=length, retrace=0.0, preference_share=0.0)
 
