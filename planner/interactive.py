@@ -236,6 +236,22 @@ def suggest_candidates(
     walked = _edge_indices(network, state.edge_ids)
     remaining = state.remaining_m
     step = _step_length(state.target_m)
+    values = _path_values(network, preference, walked)
+    seed_here = seed if seed is not None else len(state.waypoint_node_ids)
+    planned, planned_more = _planned_candidates(
+        whole_network, network, state, preference, seed_here, values
+    )
+    if not state.waypoint_node_ids:
+        # Three planned candidates in clearly different directions make the first offer,
+        # and the search for other ends would only cost time.
+        offer = _merge(planned, [])
+        if len(offer) == CANDIDATE_COUNT and all(
+            _bearing_gap(candidate, offer[:index]) >= MIN_SEPARATION_DEG
+            for index, candidate in enumerate(offer)
+        ):
+            state.finalize_suggested = False
+            state.candidates = _numbered(offer, state)
+            return state.candidates
     back, back_tree = _way_back(network, start, walked, max(remaining, step) * 2.5)
 
     back_here = float(back[current])
@@ -251,12 +267,7 @@ def suggest_candidates(
     factor[walked] = USED_EDGE_FACTOR
     costs = edge_costs(network, preference)
     matrix = cost_matrix(network, costs, factor)
-    values = _path_values(network, preference, walked)
     tolerance_m = CLOSING_TOLERANCE * state.target_m
-    seed_here = seed if seed is not None else len(state.waypoint_node_ids)
-    planned, planned_more = _planned_candidates(
-        whole_network, network, state, preference, seed_here, values
-    )
     found: _Offer | None = None
     fallback: _Offer | None = None
     # Ways back that avoid the route come first. Where no end leaves one of the right
