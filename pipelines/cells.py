@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -20,6 +23,24 @@ log = logging.getLogger(__name__)
 
 # Areas and points of interest this far outside a cell still count for its edges' features.
 FEATURE_MARGIN_DEG = 0.002
+
+
+class RegionFilesDamaged(RuntimeError):
+    """The imported files of a region fail to read, so none of its cells can be built."""
+
+
+@contextmanager
+def _reading_region(region: str, record: dict[str, Any]) -> Iterator[None]:
+    """Turn a failed read of a region's files into RegionFilesDamaged, which says what to do."""
+    try:
+        yield
+    except (duckdb.Error, pa.ArrowException, OSError) as error:
+        source = record.get("source")
+        command = f"perfect10k import {source}" if source else "perfect10k import EXTRACT"
+        raise RegionFilesDamaged(
+            f"the imported files of region {region} (version {record.get('version')}) failed "
+            f"to read ({error}); import the region again with `{command}`"
+        ) from error
 
 
 @dataclass
@@ -80,16 +101,18 @@ def build_cell_network(warehouse: Warehouse, cell: str) -> CellBuild | None:
     # The vertex query reads the cell's edges again rather than a registered Arrow table,
     # because registering one makes DuckDB import pandas (about 0.3 s in a new process).
     connection = thread_connection()
-    edges = connection.sql(
-        "SELECT * EXCLUDE (cell) FROM read_parquet($path) WHERE cell = $cell ORDER BY edge_id",
-        params={"path": edges_path, "cell": cell},
-    ).to_arrow_table()
-    nodes = connection.sql(
-        "WITH e AS (SELECT u, v FROM read_parquet($edges) WHERE cell = $cell) "
-        "SELECT n.* FROM read_parquet($nodes) n WHERE n.node_id IN "
-        "(SELECT u FROM e UNION SELECT v FROM e) ORDER BY n.node_id",
-        params={"edges": edges_path, "nodes": nodes_path, "cell": cell},
-    ).to_arrow_table()
+    with _reading_region(region, record):
+        edges = connection.sql(
+            "SELECT * EXCLUDE (cell) FROM read_parquet($path) WHERE cell = $cell "
+            "ORDER BY edge_id",
+            params={"path": edges_path, "cell": cell},
+        ).to_arrow_table()
+        nodes = connection.sql(
+            "WITH e AS (SELECT u, v FROM read_parquet($edges) WHERE cell = $cell) "
+            "SELECT n.* FROM read_parquet($nodes) n WHERE n.node_id IN "
+            "(SELECT u FROM e UNION SELECT v FROM e) ORDER BY n.node_id",
+            params={"edges": edges_path, "nodes": nodes_path, "cell": cell},
+        ).to_arrow_table()
 
     tables = {
         "edges": edges.cast(schema.CELL_EDGES),
@@ -116,10 +139,11 @@ class RegionFeatureSource:
     def tables(self, region: str, version: str) -> tuple[pa.Table, pa.Table]:
         key = (region, version)
         if key not in self._tables:
-            self._tables[key] = (
-                self._warehouse.read_region_table(region, "areas"),
-                self._warehouse.read_region_table(region, "pois"),
-            )
+            with _reading_region(region, self._warehouse.regions().get(region, {})):
+                self._tables[key] = (
+                    self._warehouse.read_region_table(region, "areas"),
+                    self._warehouse.read_region_table(region, "pois"),
+                )
         return self._tables[key]
 
 

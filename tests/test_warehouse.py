@@ -11,6 +11,7 @@ import pytest
 from perfect10k.settings import load_settings
 from pipelines.cells import (
     RegionFeatureSource,
+    RegionFilesDamaged,
     build_cell_features,
     build_cell_network,
     cell_needs_build,
@@ -165,3 +166,18 @@ def test_round_coordinates_matches_round(value):
     rounded = round_coordinates(pairs)
     assert rounded == [(round(lon, 6), round(lat, 6)) for lon, lat in pairs]
     assert all(isinstance(pair, tuple) for pair in rounded)
+
+
+@pytest.mark.parametrize("table", ["edges", "areas"])
+def test_damaged_region_file_names_import(tmp_path: Path, table: str) -> None:
+    warehouse = Warehouse(tmp_path / "warehouse")
+    import_region(warehouse, MONACO, 7)
+    cell = next(iter(warehouse.regions()["monaco"]["cells"]))
+    path = warehouse.region_table_path("monaco", table)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(RegionFilesDamaged) as raised:
+        build_cell_network(warehouse, cell)
+        build_cell_features(warehouse, cell, RegionFeatureSource(warehouse))
+    message = str(raised.value)
+    assert "region monaco" in message
+    assert f"perfect10k import {MONACO.resolve()}" in message
