@@ -31,7 +31,7 @@ class RegionFilesDamaged(RuntimeError):
 
 @contextmanager
 def _reading_region(region: str, record: dict[str, Any]) -> Iterator[None]:
-    """Turn a failed read of a region's files into RegionFilesDamaged, which says what to do."""
+    """Raise RegionFilesDamaged, naming the import command, when a region file fails to read."""
     try:
         yield
     except (duckdb.Error, pa.ArrowException, OSError) as error:
