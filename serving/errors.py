@@ -78,11 +78,15 @@ class Forbidden(ApiError):
 
 
 class ServiceUnavailable(ApiError):
-    """Cold cells cannot be built now; the client should retry after `retry_after_s`."""
+    """Cold cells cannot be built now; the client should retry after `retry_after_s`.
+
+    With `retry_after_s` None the response has no Retry-After, because retrying will not
+    help until an operator acts (for example restarts the server).
+    """
 
     status_code = 503
 
-    def __init__(self, message: str, retry_after_s: int = 10) -> None:
+    def __init__(self, message: str, retry_after_s: int | None = 10) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
@@ -143,7 +147,7 @@ def _body(
 
 def api_error_handler(_: Request, error: ApiError) -> Response:
     headers = {}
-    if isinstance(error, ServiceUnavailable):
+    if isinstance(error, ServiceUnavailable) and error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
     return Response(
         _body(error.status_code, error.message, error.field, error.value, error.allowed),
