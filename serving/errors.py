@@ -193,8 +193,17 @@ def parameter_rule(request: Request, name: str) -> str | None:
     return " ".join(parts) or None
 
 
+def parameter_description(request: Request, name: str) -> str | None:
+    """Return what a parameter admits: its rule, else the description in the schema."""
+    parameter = request.route_handler.parsed_fn_signature.parameters.get(name)
+    if parameter is None:
+        return None
+    definition = getattr(parameter, "kwarg_definition", None)
+    return parameter_rule(request, name) or getattr(definition, "description", None)
+
+
 # Litestar 2 message for a required parameter that the request lacks.
-MISSING_PARAMETER = re.compile(r"Missing required \w+ parameter '([^']+)'")
+MISSING_PARAMETER = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 
 
 def validation_error_handler(request: Request, error: ValidationException) -> Response:
@@ -220,8 +229,13 @@ def validation_error_handler(request: Request, error: ValidationException) -> Re
     if not details:
         # Litestar names a missing parameter only in its message.
         missing = MISSING_PARAMETER.search(str(error.detail))
-        field = missing.group(1) if missing else None
-        return Response(_body(400, f"Invalid request: {error.detail}", field), status_code=400)
+        if missing is None:
+            return Response(_body(400, f"Invalid request: {error.detail}"), status_code=400)
+        kind, field = missing.groups()
+        allowed = parameter_description(request, field)
+        message = f"Missing required {kind} parameter {field}"
+        message += f"; {field} must be {allowed}." if allowed else "."
+        return Response(_body(400, message, field, allowed=allowed), status_code=400)
     first = details[0]
     messages = []
     for detail in details:
