@@ -9,6 +9,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import (
+    HTTP_404_NOT_FOUND,
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
@@ -257,6 +258,18 @@ def http_error_handler(request: Request, error: HTTPException) -> Response:
     """Return Litestar's HTTP errors with a message that says what limit applies."""
     headers = dict(error.headers or {})
     message = str(error.detail)
+    path = request.url.path
+    if error.status_code == HTTP_404_NOT_FOUND and path.startswith("/api/"):
+        # Handlers report unknown ids as NotFound (an ApiError), so this 404 comes from
+        # routing: no endpoint matches the path.
+        quoted = path if len(path) <= MAX_VALUE_CHARS else f"{path[:MAX_VALUE_CHARS]}..."
+        body = _body(
+            404,
+            f"No API endpoint matches the path {quoted}; the endpoints are listed at /schema.",
+            "path",
+            quoted,
+        )
+        return Response(body, status_code=404, headers=headers)
     if error.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
         limit = request.app.state.get("max_body_bytes", "the configured")
         message = (

@@ -176,6 +176,11 @@ CASES = [
                field="verbose", mentions=("no query parameters",)),
     BadRequest("query on job status", "GET", "/api/job-status/job_unknown123?wait=1",
                content_type=None, field="wait", mentions=("no query parameters",)),
+    # Paths that match no endpoint
+    BadRequest("empty job id", "GET", "/api/job-status/", content_type=None, status=404,
+               field="path", mentions=("/api/job-status/", "/schema")),
+    BadRequest("unknown API path", "GET", "/api/nothing-here", content_type=None,
+               status=404, field="path", mentions=("/api/nothing-here",)),
     # Unknown and malformed ids
     BadRequest("unknown job", "GET", "/api/job-status/job_unknown123", content_type=None,
                status=404, field="job_id", mentions=("job_unknown123",)),
