@@ -410,13 +410,17 @@ class RouteService:
         """Return the network of a stored route, or raise 503 after starting a rebuild.
 
         Cells of the route's area go missing when their files turn out corrupt or stale.
-        A route has no job to poll, so the 503 asks the client to retry the same request.
+        A route has no job to poll, so the client sends the same request again after the 503.
         """
         params = {"lat": record["lat"], "lon": record["lon"]}
         area, network = self._area_network(record["lat"], record["lon"], record["target_m"])
         if network is not None:
             return network
         if not area.missing:
+            log.warning(
+                "route %s rejected with 503: loading the cells of region %s kept failing",
+                route_id, area.region,
+            )
             raise ServiceUnavailable("Files of this route's area failed to read; retry shortly.", 5)
         try:
             with self._launch_lock:
