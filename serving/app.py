@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Annotated
 
 from litestar import Controller, HttpMethod, Litestar, Response, get, post, route
@@ -16,7 +17,7 @@ from litestar.params import Parameter
 from perfect10k.settings import Settings, load_settings
 from serving import schemas
 from serving.admin import admin_routers
-from serving.dagster_client import DagsterClient
+from serving.dagster_client import EXIT_FILE_ENV, DagsterClient
 from serving.errors import EXCEPTION_HANDLERS, NotFound, error_responses
 from serving.gpx import to_gpx
 from serving.limits import check_request, document_strict_bodies, rate_limit_config
@@ -203,7 +204,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     warehouse = Warehouse(settings.warehouse_dir)
     cache = NetworkCache(warehouse, settings.graph_cache_mb * 1024 * 1024)
     state = StateStore(settings.state_dir)
-    dagster = DagsterClient(f"http://{settings.dagster_host}:{settings.dagster_port}")
+    exit_file = os.environ.get(EXIT_FILE_ENV)
+    dagster = DagsterClient(
+        f"http://{settings.dagster_host}:{settings.dagster_port}",
+        exit_file=Path(exit_file) if exit_file else None,
+    )
     service = RouteService(settings, warehouse, cache, state, dagster)
 
     middleware = []

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,10 +19,16 @@ LOCATION_NAME = "perfect10k"
 REPOSITORY_NAME = "__repository__"
 DAEMONS_NEEDED = ("QUEUED_RUN_COORDINATOR",)
 HEALTH_CACHE_S = 5.0
+# Names the file in which `perfect10k serve` records the exit of its Dagster processes.
+EXIT_FILE_ENV = "PERFECT10K_DAGSTER_EXIT_FILE"
 
 
 class DagsterUnavailable(RuntimeError):
     """The Dagster webserver did not respond, or its daemon is not running."""
+
+
+class DagsterExited(DagsterUnavailable):
+    """A Dagster process that the server started itself exited, so only a restart helps."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +54,13 @@ class DagsterClient:
     returns an error, so callers can turn that into a 503.
     """
 
-    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, timeout_s: float = 10.0, exit_file: Path | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        # The file where `perfect10k serve` records the exit of the Dagster webserver or
+        # daemon that it started; None when Dagster runs on its own.
+        self.exit_file = exit_file
         self._http = httpx.Client(timeout=timeout_s)
         self._health: tuple[float, str | None] | None = None
         self._lock = threading.Lock()
@@ -71,8 +83,28 @@ class DagsterClient:
             raise DagsterUnavailable(f"Dagster GraphQL error: {body['errors'][0].get('message')}")
         return body["data"]
 
+    def embedded_exit(self) -> str | None:
+        """Return how the Dagster processes started by this server exited, or None."""
+        if self.exit_file is None:
+            return None
+        try:
+            lines = self.exit_file.read_text(encoding="utf-8").split("\n")
+        except FileNotFoundError:
+            return None
+        exits = "; ".join(line for line in lines if line)
+        return f"{exits}; restart the server to build new areas" if exits else None
+
+    def check_embedded(self) -> None:
+        """Raise DagsterExited when a Dagster process started by this server has exited."""
+        exited = self.embedded_exit()
+        if exited is not None:
+            raise DagsterExited(exited)
+
     def unhealthy_reason(self) -> str | None:
         """Return why cold cells cannot be built now, or None when Dagster is ready."""
+        exited = self.embedded_exit()
+        if exited is not None:
+            return exited
         with self._lock:
             cached = self._health
             if cached is not None and time.monotonic() - cached[0] < HEALTH_CACHE_S:

@@ -9,6 +9,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import (
+    HTTP_404_NOT_FOUND,
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
@@ -78,11 +79,15 @@ class Forbidden(ApiError):
 
 
 class ServiceUnavailable(ApiError):
-    """Cold cells cannot be built now; the client should retry after `retry_after_s`."""
+    """Cold cells cannot be built now; the client should retry after `retry_after_s`.
+
+    With `retry_after_s` None the response has no Retry-After, because retrying will not
+    help until an operator acts (for example restarts the server).
+    """
 
     status_code = 503
 
-    def __init__(self, message: str, retry_after_s: int = 10) -> None:
+    def __init__(self, message: str, retry_after_s: int | None = 10) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
@@ -143,7 +148,7 @@ def _body(
 
 def api_error_handler(_: Request, error: ApiError) -> Response:
     headers = {}
-    if isinstance(error, ServiceUnavailable):
+    if isinstance(error, ServiceUnavailable) and error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
     return Response(
         _body(error.status_code, error.message, error.field, error.value, error.allowed),
@@ -189,8 +194,17 @@ def parameter_rule(request: Request, name: str) -> str | None:
     return " ".join(parts) or None
 
 
+def parameter_description(request: Request, name: str) -> str | None:
+    """Return what a parameter admits: its rule, else the description in the schema."""
+    parameter = request.route_handler.parsed_fn_signature.parameters.get(name)
+    if parameter is None:
+        return None
+    definition = getattr(parameter, "kwarg_definition", None)
+    return parameter_rule(request, name) or getattr(definition, "description", None)
+
+
 # Litestar 2 message for a required parameter that the request lacks.
-MISSING_PARAMETER = re.compile(r"Missing required \w+ parameter '([^']+)'")
+MISSING_PARAMETER = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 
 
 def validation_error_handler(request: Request, error: ValidationException) -> Response:
@@ -216,8 +230,13 @@ def validation_error_handler(request: Request, error: ValidationException) -> Re
     if not details:
         # Litestar names a missing parameter only in its message.
         missing = MISSING_PARAMETER.search(str(error.detail))
-        field = missing.group(1) if missing else None
-        return Response(_body(400, f"Invalid request: {error.detail}", field), status_code=400)
+        if missing is None:
+            return Response(_body(400, f"Invalid request: {error.detail}"), status_code=400)
+        kind, field = missing.groups()
+        allowed = parameter_description(request, field)
+        message = f"Missing required {kind} parameter {field}"
+        message += f"; {field} must be {allowed}." if allowed else "."
+        return Response(_body(400, message, field, allowed=allowed), status_code=400)
     first = details[0]
     messages = []
     for detail in details:
@@ -239,6 +258,18 @@ def http_error_handler(request: Request, error: HTTPException) -> Response:
     """Return Litestar's HTTP errors with a message that says what limit applies."""
     headers = dict(error.headers or {})
     message = str(error.detail)
+    path = request.url.path
+    if error.status_code == HTTP_404_NOT_FOUND and path.startswith("/api/"):
+        # Handlers report unknown ids as NotFound (an ApiError), so this 404 comes from
+        # routing: no endpoint matches the path.
+        quoted = path if len(path) <= MAX_VALUE_CHARS else f"{path[:MAX_VALUE_CHARS]}..."
+        body = _body(
+            404,
+            f"No API endpoint matches the path {quoted}; the endpoints are listed at /schema.",
+            "path",
+            quoted,
+        )
+        return Response(body, status_code=404, headers=headers)
     if error.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
         limit = request.app.state.get("max_body_bytes", "the configured")
         message = (

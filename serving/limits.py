@@ -20,7 +20,7 @@ from litestar import Litestar, Request
 from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi.spec import Schema
 
-from serving.errors import InvalidField, UnsupportedMediaType, parameter_rule
+from serving.errors import InvalidField, UnsupportedMediaType, parameter_description
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ def is_json_media_type(media_type: str) -> bool:
 async def check_request(request: Request) -> None:
     """Run every request check before the handler runs, as the application's before_request."""
     check_query_parameters(request)
+    check_unknown_query_parameters(request)
     await check_json_body(request)
 
 
@@ -84,12 +85,48 @@ def check_query_parameters(request: Request) -> None:
         )
 
 
+def check_unknown_query_parameters(request: Request) -> None:
+    """Reject a query parameter that the endpoint does not take, naming the ones it takes.
+
+    Litestar ignores such parameters, so a misspelt `?score=false` would silently be read
+    as the default, while an unknown field of a JSON body gets 400.
+    """
+    accepted = _query_names(request)
+    for name in request.query_params:
+        if name in accepted:
+            continue
+        field = name if len(name) <= MAX_VALUE_CHARS else f"{name[:MAX_VALUE_CHARS]}..."
+        names = ", ".join(sorted(accepted))
+        allowed = f"only the query parameters {names}" if names else "no query parameters"
+        raise InvalidField(
+            f"Unknown query parameter {field} for {request.method} {request.url.path}; "
+            f"this endpoint takes {allowed}.",
+            field=field,
+            value=display_value(request.query_params[name]),
+            allowed=allowed,
+        )
+
+
+# Query parameter names per route handler and set of path parameter names.
+_QUERY_NAMES: dict[tuple[int, frozenset[str]], frozenset[str]] = {}
+
+
+def _query_names(request: Request) -> frozenset[str]:
+    """Return the query parameters that the request's handler and its dependencies take."""
+    handler = request.route_handler
+    key = (id(handler), frozenset(request.path_params))
+    names = _QUERY_NAMES.get(key)
+    if names is None:
+        # create_kwargs_model reads only the names of the path parameters.
+        model = handler.create_kwargs_model(path_parameters=dict.fromkeys(key[1]))
+        names = frozenset(param.field_alias for param in model.expected_query_params)
+        _QUERY_NAMES[key] = names
+    return names
+
+
 def _query_rule(request: Request, name: str) -> str:
     """Return what a query parameter admits, in words, for the 400 of a repeat."""
-    parameter = request.route_handler.parsed_fn_signature.parameters.get(name)
-    definition = getattr(parameter, "kwarg_definition", None)
-    rule = parameter_rule(request, name) if parameter is not None else None
-    rule = rule or getattr(definition, "description", None)
+    rule = parameter_description(request, name)
     if rule:
         return f"one value of {name}: {rule}"
     return "each query parameter at most once"

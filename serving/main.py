@@ -16,6 +16,7 @@ import httpx
 import uvicorn
 
 from perfect10k.settings import Settings
+from serving.dagster_client import EXIT_FILE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,11 @@ class EmbeddedDagster:
         self.settings = settings
         self.processes: list[subprocess.Popen] = []
         self._stopping = threading.Event()
+        # The server's request handlers read this file to tell clients that a restart is
+        # needed. Its path reaches them, also in uvicorn worker processes, through the
+        # environment.
+        self.exit_file = settings.dagster_home / "logs" / "embedded-exit.txt"
+        self._exit_lock = threading.Lock()
 
     def start(self) -> None:
         env = {
@@ -62,6 +68,8 @@ class EmbeddedDagster:
         }
         logs = self.settings.dagster_home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        self.exit_file.unlink(missing_ok=True)
+        os.environ[EXIT_FILE_ENV] = str(self.exit_file)
         # Create the instance's storage once, before two processes race to create its tables.
         subprocess.run(
             [sys.executable, "-c", "from dagster import DagsterInstance; DagsterInstance.get()"],
@@ -117,6 +125,8 @@ class EmbeddedDagster:
             "server is restarted. See %s",
             name, process.pid, exit_text, logs / f"{name}.log",
         )
+        with self._exit_lock, open(self.exit_file, "a", encoding="utf-8") as record:
+            record.write(f"the embedded Dagster {name} (pid {process.pid}) {exit_text}\n")
 
     def wait_ready(self) -> bool:
         """Wait until the webserver has loaded the code location; return False on timeout.

@@ -30,7 +30,7 @@ from pipelines.tags import (
 from planner.network import BoundedCache
 from planner.walks import walk_coordinates
 from serving import schemas
-from serving.dagster_client import DagsterClient, DagsterUnavailable
+from serving.dagster_client import DagsterClient, DagsterExited, DagsterUnavailable
 from serving.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from serving.networks import NetworkCache
 from serving.state import Job, StateStore
@@ -68,6 +68,11 @@ class Area:
     @property
     def missing(self) -> list[str]:
         return [cell for cell in self.needed if cell not in self.ready]
+
+
+def _retry_after_s(error: DagsterUnavailable) -> int | None:
+    """Return the Retry-After of a 503 for `error`: none when only a server restart helps."""
+    return None if isinstance(error, DagsterExited) else 30
 
 
 def steps_for(distance_m: float) -> int:
@@ -401,21 +406,39 @@ class RouteService:
             response_type="cached", route_id=route_id, candidates=view.candidates, route=view
         )
 
-    def _route_network(self, record: dict[str, Any]) -> planner.Network:
-        area = self.locate(record["lat"], record["lon"], record["target_m"])
-        if area.missing:
-            raise ServiceUnavailable(
-                f"{len(area.missing)} cells of this route are being rebuilt; retry shortly.",
-                retry_after_s=5,
+    def _route_network(self, route_id: str, record: dict[str, Any]) -> planner.Network:
+        """Return the network of a stored route, or raise 503 after starting a rebuild.
+
+        Cells of the route's area go missing when their files turn out corrupt or stale.
+        A route has no job to poll, so the client sends the same request again after the 503.
+        """
+        params = {"lat": record["lat"], "lon": record["lon"]}
+        area, network = self._area_network(record["lat"], record["lon"], record["target_m"])
+        if network is not None:
+            return network
+        if not area.missing:
+            log.warning(
+                "route %s rejected with 503: loading the cells of region %s kept failing",
+                route_id, area.region,
             )
-        network = self.network_for(area)
-        if network is None:
-            raise ServiceUnavailable("a cell of this route failed to read; retry shortly.", 5)
-        return network
+            raise ServiceUnavailable("Files of this route's area failed to read; retry shortly.", 5)
+        try:
+            with self._launch_lock:
+                self._launch_build("route " + route_id, params, area, route_id)
+        except DagsterUnavailable as error:
+            raise ServiceUnavailable(
+                f"{len(area.missing)} cells of this route's area are unavailable until they "
+                f"are rebuilt, and they cannot be rebuilt now: {error}.",
+                retry_after_s=_retry_after_s(error),
+            ) from error
+        raise ServiceUnavailable(
+            f"{len(area.missing)} cells of this route's area are being rebuilt; retry shortly.",
+            retry_after_s=5,
+        )
 
     def route(self, route_id: str) -> schemas.RouteView:
         record = self._load_route(route_id)
-        return self._route_view(route_id, self._route_network(record), record)
+        return self._route_view(route_id, self._route_network(route_id, record), record)
 
     def add_waypoint(self, route_id: str, candidate_id: str) -> schemas.RouteView:
         """Walk to an offered candidate, or return the current view for a repeat of the last step.
@@ -429,7 +452,7 @@ class RouteService:
             raise planner.RouteFinalized(
                 f"route {route_id} is finalized; start a new route to walk further"
             )
-        network = self._route_network(record)
+        network = self._route_network(route_id, record)
         if record.get("last_candidate_id") == candidate_id:
             return self._route_view(route_id, network, record)
         state = planner.add_waypoint(
@@ -451,7 +474,7 @@ class RouteService:
         record = self._load_route(route_id)
         if record["final"] is not None:
             raise planner.RouteFinalized(f"route {route_id} is already finalized")
-        network = self._route_network(record)
+        network = self._route_network(route_id, record)
         state = planner.RouteState.from_dict(record["state"])
         final = planner.finalize(network, state)
         updated = {**record, "state": state.to_dict(), "final": msgspec.to_builtins(final)}
@@ -577,51 +600,68 @@ class RouteService:
                     "configured maximum; retry this one shortly.",
                     retry_after_s=15,
                 )
-            reason = self.dagster.unhealthy_reason()
-            if reason is not None:
-                log.warning(
-                    "miss rejected with 503 (%s from %.5f,%.5f): region %s needs %d cells, "
-                    "%d missing: %s; cannot build: %s",
-                    kind, params["lat"], params["lon"], area.region, len(area.needed),
-                    len(area.missing), ",".join(area.missing), reason,
-                )
-                raise ServiceUnavailable(
-                    f"This area is not built yet and cannot be built now: {reason}. "
-                    "Areas already built are still served.",
-                    retry_after_s=30,
-                )
             try:
-                busy = set()
-                for run in self.dagster.runs_in_flight():
-                    busy.update(filter(None, run.tags.get(CELLS_TAG, "").split(",")))
-                to_build = [cell for cell in area.missing if cell not in busy]
-                run_id = None
-                if to_build:
-                    self.dagster.add_partitions(to_build, replace=to_build)
-                    run_id = self.dagster.launch_build(
-                        {
-                            CELLS_TAG: ",".join(to_build),
-                            CENTRE_TAG: area.needed[0],
-                            ORIGIN_TAG: ORIGIN_REQUEST,
-                            PRIORITY_TAG: REQUEST_PRIORITY,
-                            RANGE_START_TAG: to_build[0],
-                            RANGE_END_TAG: to_build[-1],
-                            JOB_TAG: dedupe_key[:16],
-                        }
-                    )
+                run_id = self._launch_build(kind, params, area, dedupe_key[:16])
             except DagsterUnavailable as error:
-                log.error("miss in region %s: launching the build failed: %s", area.region, error)
                 raise ServiceUnavailable(
-                    f"This area is not built yet and cannot be built now: {error}", 30
+                    f"This area is not built yet and cannot be built now: {error}. "
+                    "Areas already built are still served.",
+                    retry_after_s=_retry_after_s(error),
                 ) from error
             job = self.state.add_job(dedupe_key, kind, params, area.needed, run_id)
         log.info(
-            "miss: job %s (%s from %.5f,%.5f) region %s needs %d cells, %d missing, "
-            "%d launched in run %s: %s",
+            "miss: job %s (%s from %.5f,%.5f) region %s needs %d cells, %d missing, run %s",
             job.job_id, kind, params["lat"], params["lon"], area.region, len(area.needed),
-            len(area.missing), len(to_build), run_id, ",".join(to_build),
+            len(area.missing), run_id,
         )
         return job
+
+    def _launch_build(
+        self, kind: str, params: dict[str, Any], area: Area, job_tag: str
+    ) -> str | None:
+        """Launch one Dagster run for the area's missing cells that no run in flight builds.
+
+        Returns the run id, or None when runs in flight build every missing cell already.
+        Raises DagsterUnavailable when Dagster cannot build now. The caller holds
+        `_launch_lock`, so two requests do not both launch a run for the same cells.
+        """
+        reason = self.dagster.unhealthy_reason()
+        if reason is not None:
+            log.warning(
+                "miss rejected with 503 (%s from %.5f,%.5f): region %s needs %d cells, "
+                "%d missing: %s; cannot build: %s",
+                kind, params["lat"], params["lon"], area.region, len(area.needed),
+                len(area.missing), ",".join(area.missing), reason,
+            )
+            self.dagster.check_embedded()
+            raise DagsterUnavailable(reason)
+        try:
+            busy = set()
+            for run in self.dagster.runs_in_flight():
+                busy.update(filter(None, run.tags.get(CELLS_TAG, "").split(",")))
+            to_build = [cell for cell in area.missing if cell not in busy]
+            run_id = None
+            if to_build:
+                self.dagster.add_partitions(to_build, replace=to_build)
+                run_id = self.dagster.launch_build(
+                    {
+                        CELLS_TAG: ",".join(to_build),
+                        CENTRE_TAG: area.needed[0],
+                        ORIGIN_TAG: ORIGIN_REQUEST,
+                        PRIORITY_TAG: REQUEST_PRIORITY,
+                        RANGE_START_TAG: to_build[0],
+                        RANGE_END_TAG: to_build[-1],
+                        JOB_TAG: job_tag,
+                    }
+                )
+        except DagsterUnavailable as error:
+            log.error("miss in region %s: launching the build failed: %s", area.region, error)
+            raise
+        log.info(
+            "miss (%s) in region %s: %d cells missing, %d launched in run %s: %s",
+            kind, area.region, len(area.missing), len(to_build), run_id, ",".join(to_build),
+        )
+        return run_id
 
     def job_status(self, job_id: str) -> schemas.JobStatus:
         job = self.state.job(job_id)

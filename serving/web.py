@@ -363,9 +363,7 @@ class WebController(Controller):
             str,
             Parameter(
                 max_length=200,
-                description=(
-                    f"{BBOX_FORMAT} in degrees, at most {MAX_OVERLAY_AREA_DEG2} square degrees"
-                ),
+                description=BBOX_ALLOWED,
             ),
         ],
         scores: Annotated[

@@ -162,6 +162,25 @@ CASES = [
                content_type=None, field="scores", mentions=('"1"', '"0"')),
     BadRequest("query on body endpoint twice", "POST", "/api/loops?seed=1&seed=2",
                loop_body(), field="seed", mentions=('"1"', '"2"')),
+    # Missing and unknown query parameters
+    BadRequest("bbox missing", "GET", "/api/overlays", content_type=None, field="bbox",
+               mentions=("Missing required query parameter bbox", "min_lon,min_lat,max_lon")),
+    BadRequest("unknown query parameter", "GET", f"/api/overlays?bbox={MONACO_BBOX}&foo=1",
+               content_type=None, field="foo", mentions=("Unknown query parameter foo",
+                                                         "bbox, scores")),
+    BadRequest("misspelt query parameter", "GET", f"/api/overlays?bbox={MONACO_BBOX}&score=0",
+               content_type=None, field="score", mentions=("bbox, scores",)),
+    BadRequest("query on body endpoint", "POST", "/api/loops?seed=1", loop_body(),
+               field="seed", mentions=("no query parameters",)),
+    BadRequest("query on health", "GET", "/api/health?verbose=1", content_type=None,
+               field="verbose", mentions=("no query parameters",)),
+    BadRequest("query on job status", "GET", "/api/job-status/job_unknown123?wait=1",
+               content_type=None, field="wait", mentions=("no query parameters",)),
+    # Paths that match no endpoint
+    BadRequest("empty job id", "GET", "/api/job-status/", content_type=None, status=404,
+               field="path", mentions=("/api/job-status/", "/schema")),
+    BadRequest("unknown API path", "GET", "/api/nothing-here", content_type=None,
+               status=404, field="path", mentions=("/api/nothing-here",)),
     # Unknown and malformed ids
     BadRequest("unknown job", "GET", "/api/job-status/job_unknown123", content_type=None,
                status=404, field="job_id", mentions=("job_unknown123",)),
@@ -264,6 +283,22 @@ def test_repeated_query_parameter_is_400(server: LiveServer):
     assert many.json()["allowed"] == "one value of scores: true or false"
     assert "repeated 5 times" in many.json()["detail"]
     assert "and 2 more" in many.json()["value"]
+
+
+def test_query_parameter_errors_name_allowed(server: LiveServer):
+    with server.client() as client:
+        missing = client.get("/api/overlays")
+        unknown = client.get("/api/overlays", params={"bbox": MONACO_BBOX, "foo": "1"})
+        none_taken = client.get("/api/regions", params={"_": "1"})
+    assert missing.status_code == 400, missing.text
+    assert missing.json()["field"] == "bbox"
+    assert "min_lon,min_lat,max_lon,max_lat" in missing.json()["allowed"]
+    assert unknown.status_code == 400, unknown.text
+    assert unknown.json()["field"] == "foo"
+    assert unknown.json()["value"] == '"1"'
+    assert unknown.json()["allowed"] == "only the query parameters bbox, scores"
+    assert none_taken.status_code == 400, none_taken.text
+    assert none_taken.json()["allowed"] == "no query parameters"
 
 
 def island_start(data_dir: Path) -> tuple[float, float]:

@@ -402,12 +402,21 @@ def test_dagster_child_exit_logged_and_reaped(tmp_path: Path):
         state = process_state(pid)
         with server.client() as client:
             health = client.get("/api/health")
+            cold = client.post(
+                "/api/loops", json={"lat": MONACO_START[0], "lon": MONACO_START[1]}
+            )
     finally:
         server.stop()
     log = log_path.read_text()
     assert f"Dagster daemon (pid {pid}) was killed by signal 9 while the server runs" in log
     assert state is None, f"the daemon (pid {pid}) is left in state {state}"
     assert health.status_code == 200
+    assert "restart the server" in health.json()["dagster"]
+    assert cold.status_code == 503, cold.text
+    assert f"Dagster daemon (pid {pid}) was killed by signal 9" in cold.json()["detail"]
+    assert "restart the server" in cold.json()["detail"]
+    # Retrying does not help until the server restarts, so the 503 names no retry time.
+    assert "Retry-After" not in cold.headers
 
 
 # Corrupt files, an unwritable warehouse path and a restart, on one server
@@ -515,6 +524,41 @@ def test_corrupt_cell_left_out_of_overlays(fault_servers: list[LiveServer]):
     assert built_rebuilt == built_before
     log = (server.data_dir / "faults-server.log").read_text()
     assert f"cell {cell} version {corrupt.network_version}" in log
+
+
+def test_route_step_rebuilds_corrupt_cell(fault_servers: list[LiveServer]):
+    server = fault_servers[-1]
+    warehouse = Warehouse(server.data_dir / "warehouse")
+    cell = cell_of(*MONACO_START, 7)
+    corrupt = warehouse.cell_entry(cell)
+    min_lon, min_lat, max_lon, max_lat = cell_bounds(cell)
+    bbox = f"{min_lon},{min_lat},{max_lon},{max_lat}"
+    request = {"lat": MONACO_START[0], "lon": MONACO_START[1], "target_distance": 3000}
+    with server.client() as client:
+        started = client.post("/api/start-route-async", json=request)
+        assert started.status_code == 200, started.text
+        route_id = started.json()["route_id"]
+        step = {"candidate_id": started.json()["candidates"][0]["candidate_id"]}
+        url = f"/api/routes/{route_id}/waypoints"
+        files = warehouse.cell_files(corrupt)
+        overwrite_middle(files["edges"])
+        overwrite_middle(files["areas"])
+        # Reading the overlays of the cell finds its corrupt files and sets them aside.
+        assert client.get("/api/overlays", params={"bbox": bbox}).status_code == 200
+        first = client.post(url, json=step)
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        walked = first
+        while walked.status_code == 503 and time.monotonic() < deadline:
+            time.sleep(1)
+            walked = client.post(url, json=step)
+    assert first.status_code == 503, first.text
+    assert "being rebuilt" in first.json()["detail"]
+    assert int(first.headers["Retry-After"]) > 0
+    assert walked.status_code == 200, walked.text
+    assert walked.json()["waypoints"], walked.text
+    assert warehouse.cell_entry(cell).network_version != corrupt.network_version
+    log = (server.data_dir / "faults-server.log").read_text()
+    assert f"miss (route {route_id}) in region monaco" in log
 
 
 def test_unwritable_path_fails_job_with_reason(fault_servers: list[LiveServer]):
