@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -52,8 +53,12 @@ SIMPLIFY_SHARE = 1 / 2000
 COORDINATE_GRID_DEG = 1e-6
 
 BBOX_FORMAT = "min_lon,min_lat,max_lon,max_lat"
+# A bbox number: plain decimal or exponent notation. Python's float() would also take
+# underscores ("1_0"), inner whitespace, "nan" and "inf".
+BBOX_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+BBOX_NUMBER_FORMAT = "a decimal number such as 7.43, -0.5 or 4.373e1"
 BBOX_ALLOWED = (
-    f"{BBOX_FORMAT} in degrees: longitudes -180 to 180, latitudes -90 to 90, "
+    f"{BBOX_FORMAT} as decimal numbers in degrees: longitudes -180 to 180, latitudes -90 to 90, "
     f"min < max, at most {MAX_OVERLAY_AREA_DEG2} square degrees"
 )
 
@@ -75,12 +80,14 @@ def parse_bbox(raw: str) -> tuple[float, float, float, float]:
         raise _invalid_bbox(raw, f"expected 4 comma-separated numbers {BBOX_FORMAT}")
     values = []
     for part in parts:
-        try:
-            value = float(part)
-        except ValueError:
-            value = math.nan
+        text = part.strip()
+        if BBOX_NUMBER.fullmatch(text) is None:
+            raise _invalid_bbox(
+                raw, f"{text!r} is not a number; each of the 4 must be {BBOX_NUMBER_FORMAT}"
+            )
+        value = float(text)
         if not math.isfinite(value):
-            raise _invalid_bbox(raw, f"{part.strip()!r} is not a finite number")
+            raise _invalid_bbox(raw, f"{text!r} is not a finite number")
         values.append(value)
     min_lon, min_lat, max_lon, max_lat = values
     for name, value, limit in (
