@@ -54,7 +54,7 @@ COORDINATE_GRID_DEG = 1e-6
 
 BBOX_FORMAT = "min_lon,min_lat,max_lon,max_lat"
 # A bbox number: plain decimal or exponent notation. Python's float() would also take
-# underscores ("1_0"), inner whitespace, "nan" and "inf".
+# underscores ("1_0"), "nan" and "inf".
 BBOX_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 BBOX_NUMBER_FORMAT = "a decimal number such as 7.43, -0.5 or 4.373e1"
 BBOX_ALLOWED = (
