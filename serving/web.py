@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import duckdb
 import h3
 import shapely
-from litestar import Controller, MediaType, Response, Router, get
+from litestar import Controller, MediaType, Response, Router
 from litestar.di import NamedDependency, Provide
 from litestar.params import Parameter
 from litestar.static_files import create_static_files_router
@@ -27,6 +27,7 @@ from serving.errors import (
     error_responses,
 )
 from serving.networks import CorruptCells
+from serving.routing import get_and_head
 from serving.service import STEP_LENGTH_M
 from warehouse import CellEntry, Warehouse
 from warehouse.schema import FEATURE_NAMES
@@ -334,7 +335,7 @@ def content_security_policy(tile_url: str) -> str:
 class WebController(Controller):
     """The map page and the small APIs only it uses."""
 
-    @get("/", include_in_schema=False, media_type=MediaType.HTML, sync_to_thread=False)
+    @get_and_head("/", include_in_schema=False, media_type=MediaType.HTML, sync_to_thread=False)
     def index(self, page: NamedDependency[str], csp: NamedDependency[str]) -> Response[str]:
         """Serve the web map page. Its script reads /api/config and calls the route API."""
         return Response(
@@ -347,7 +348,7 @@ class WebController(Controller):
             },
         )
 
-    @get("/api/config", tags=["web"], sync_to_thread=False, responses=error_responses())
+    @get_and_head("/api/config", tags=["web"], sync_to_thread=False, responses=error_responses())
     def config(self, settings: NamedDependency[Settings]) -> schemas.WebConfig:
         """Return the tile URL, attribution and limits for the web map page."""
         return schemas.WebConfig(
@@ -360,7 +361,7 @@ class WebController(Controller):
             overlay_max_area_deg2=MAX_OVERLAY_AREA_DEG2,
         )
 
-    @get(
+    @get_and_head(
         "/api/overlays", tags=["web"], sync_to_thread=True, responses=error_responses(400, 503)
     )
     def overlays(
