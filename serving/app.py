@@ -98,7 +98,7 @@ class RouteController(Controller):
         "/routes/{route_id:str}/finalize",
         status_code=200,
         sync_to_thread=True,
-        responses=error_responses(400, 404, 409, 422, 503),
+        responses=error_responses(400, 404, 409, 413, 422, 503),
     )
     def finalize_route(self, route_id: IdPath, service: RouteService) -> schemas.RouteView:
         """Close the route back to the start; returns total distance and steps."""
