@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Annotated
 
-from litestar import Controller, HttpMethod, Litestar, Response, get, post, route
+from litestar import Controller, Litestar, Response, post
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig, ResponseSpec
@@ -22,6 +22,7 @@ from serving.errors import EXCEPTION_HANDLERS, NotFound, error_responses
 from serving.gpx import to_gpx
 from serving.limits import check_request, document_strict_bodies, rate_limit_config
 from serving.networks import NetworkCache
+from serving.routing import get_and_head
 from serving.service import RouteService
 from serving.state import StateStore
 from serving.web import web_routers
@@ -71,12 +72,12 @@ class RouteController(Controller):
         result = service.start_route(data)
         return Response(result, status_code=202 if isinstance(result, schemas.AsyncResponse) else 200)
 
-    @get("/job-status/{job_id:str}", sync_to_thread=True, responses=error_responses(400, 404))
+    @get_and_head("/job-status/{job_id:str}", sync_to_thread=True, responses=error_responses(400, 404))
     def job_status(self, job_id: IdPath, service: RouteService) -> schemas.JobStatus:
         """Report a job's progress (cells ready / cells needed) and its result once completed."""
         return service.job_status(job_id)
 
-    @get("/routes/{route_id:str}", sync_to_thread=True, responses=error_responses(400, 404, 503))
+    @get_and_head("/routes/{route_id:str}", sync_to_thread=True, responses=error_responses(400, 404, 503))
     def get_route(self, route_id: IdPath, service: RouteService) -> schemas.RouteView:
         """Return an interactive route: the path so far and the candidates on offer."""
         return service.route(route_id)
@@ -97,13 +98,13 @@ class RouteController(Controller):
         "/routes/{route_id:str}/finalize",
         status_code=200,
         sync_to_thread=True,
-        responses=error_responses(400, 404, 409, 422, 503),
+        responses=error_responses(400, 404, 409, 413, 422, 503),
     )
     def finalize_route(self, route_id: IdPath, service: RouteService) -> schemas.RouteView:
         """Close the route back to the start; returns total distance and steps."""
         return service.finalize(route_id)
 
-    @get(
+    @get_and_head(
         "/routes/{route_id:str}/gpx",
         sync_to_thread=True,
         media_type=GPX_MEDIA_TYPE,
@@ -114,7 +115,7 @@ class RouteController(Controller):
         coordinates, distance_m = service.route_track(route_id)
         return _gpx_response(f"Perfect10k route {distance_m / 1000:.1f} km", coordinates, distance_m)
 
-    @get(
+    @get_and_head(
         "/loops/{loop_id:str}/gpx",
         sync_to_thread=True,
         media_type=GPX_MEDIA_TYPE,
@@ -142,8 +143,7 @@ class InfoController(Controller):
     path = "/api"
     tags = ("info",)
 
-    # HEAD runs the same handler, and uvicorn sends the GET headers without the body.
-    @route("/health", http_method=[HttpMethod.GET, HttpMethod.HEAD], sync_to_thread=True)
+    @get_and_head("/health", sync_to_thread=True)
     def health(self, service: RouteService) -> schemas.Health:
         """Liveness and what is loaded: regions, built cells, Dagster reachability.
 
@@ -165,7 +165,7 @@ class InfoController(Controller):
             network_cache_misses=service.cache.misses,
         )
 
-    @get("/regions", sync_to_thread=True)
+    @get_and_head("/regions", sync_to_thread=True)
     def regions(self, service: RouteService) -> list[schemas.RegionView]:
         """Imported regions with their bounding boxes and how many cells are built."""
         cells = service.warehouse.cell_entries()

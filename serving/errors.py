@@ -112,7 +112,7 @@ _STATUS_DESCRIPTIONS = {
     404: "Unknown job, route or loop id",
     409: "The route is finalized or changed concurrently",
     413: "Request body larger than PERFECT10K_MAX_BODY_BYTES",
-    415: "Request body is not JSON",
+    415: "Request body is not JSON, or declares a charset other than utf-8",
     422: "Valid request that cannot be served: start outside every region, no loop found",
     429: "Rate limit exceeded; see Retry-After",
     503: "The area is not built and cannot be built now; see Retry-After",

@@ -30,6 +30,11 @@ MAX_VALUE_CHARS = 60
 MAX_REPEATS_SHOWN = 3
 # Paths the rate limit does not count: liveness probes and the schema.
 RATE_LIMIT_EXEMPT = ["/api/health", "/schema"]
+# Methods whose requests carry a body. A handler of one of them without a `data`
+# parameter takes no body.
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The only charset a JSON body may declare (RFC 8259 section 8.1 requires UTF-8).
+JSON_CHARSET = "utf-8"
 
 _PATH_RE = re.compile(r" - at `\$\.?([^`]*)`$")
 _FIELD_RE = re.compile(r"field `(.+)`$")
@@ -135,19 +140,31 @@ def _query_rule(request: Request, name: str) -> str:
 async def check_json_body(request: Request) -> None:
     """Reject a request whose body does not decode strictly into the handler's `data` type.
 
-    Handlers without a `data` parameter take no body and are not checked. Raises
-    UnsupportedMediaType (415) for a body that is not JSON and InvalidField (400) for a
-    malformed or invalid one. Reading a body over the size limit raises 413.
+    Handlers without a `data` parameter take no body, and `check_no_body` checks that none
+    was sent. Raises UnsupportedMediaType (415) for a body that is not JSON or declares a
+    charset other than UTF-8, and InvalidField (400) for a malformed or invalid one. Reading a body over the size limit raises 413.
     """
     parameter = request.route_handler.parsed_fn_signature.parameters.get("data")
     if parameter is None:
+        if request.method in BODY_METHODS:
+            await check_no_body(request)
         return
     model = parameter.annotation
-    media_type, _ = request.content_type
+    media_type, options = request.content_type
     if not is_json_media_type(media_type):
         raise UnsupportedMediaType(
             f"Content-Type must be application/json, got {media_type or 'none'!r}.",
             field="Content-Type",
+        )
+    charset = options.get("charset")
+    if charset is not None and charset.lower() != JSON_CHARSET:
+        quoted = charset if len(charset) <= MAX_VALUE_CHARS else f"{charset[:MAX_VALUE_CHARS]}..."
+        raise UnsupportedMediaType(
+            f"Content-Type charset {quoted!r} is not supported: JSON bodies are read as UTF-8, "
+            f"so send charset={JSON_CHARSET} or no charset.",
+            field="Content-Type",
+            value=quoted,
+            allowed=f"charset={JSON_CHARSET} or none",
         )
     body = await request.body()
     if not body.strip():
@@ -164,6 +181,33 @@ async def check_json_body(request: Request) -> None:
         raise validation_error(model, body, str(error)) from None
     except msgspec.DecodeError as error:
         raise decode_error(model, body, str(error)) from None
+
+
+async def check_no_body(request: Request) -> None:
+    """Reject a body sent to an endpoint that takes none, such as POST .../finalize.
+
+    An empty body and an empty JSON object `{}` are accepted, because some HTTP clients
+    send `{}` with every POST. Reading a body over the size limit raises 413.
+    """
+    body = (await request.body()).strip()
+    if not body or _is_empty_object(body):
+        return
+    text = body.decode("utf-8", "replace")
+    quoted = text if len(text) <= MAX_VALUE_CHARS else f"{text[:MAX_VALUE_CHARS]}..."
+    raise InvalidField(
+        f"{request.method} {request.url.path} takes no request body, but got {len(body)} "
+        f"bytes ({quoted}); send no body or an empty JSON object {{}}.",
+        field="body",
+        value=quoted,
+        allowed="no body, or {}",
+    )
+
+
+def _is_empty_object(body: bytes) -> bool:
+    try:
+        return json.loads(body) == {}
+    except (ValueError, RecursionError):
+        return False
 
 
 def lenient_fields(body: bytes) -> dict[str, Any] | None:
@@ -377,11 +421,63 @@ def decode_error(model: Any, body: bytes, message: str) -> InvalidField:
                 if allowed:
                     detail += f" {field} must be {allowed}."
                 return InvalidField(detail, field=field, value=str(value), allowed=allowed)
+    surrogate = lone_surrogate_error(model, body)
+    if surrogate is not None:
+        return surrogate
     return InvalidField(
         f"The request body is not valid JSON ({message}); send a JSON object with "
         f"{fields_summary(model)}.",
         field="body",
     )
+
+
+def lone_surrogate_error(model: Any, body: bytes) -> InvalidField | None:
+    """Return a 400 naming the field whose string has a lone UTF-16 surrogate escape, else None.
+
+    msgspec rejects an escape such as `\\ud800` without its low surrogate, but reports it as
+    truncated input. Python's json decodes such an escape into a lone surrogate code point,
+    which shows where it is.
+    """
+    try:
+        decoded = json.loads(body, parse_constant=RawNumber)
+    except (ValueError, RecursionError):
+        return None
+    found = _find_surrogate(decoded)
+    if found is None:
+        return None
+    field, code_point = found
+    escape = f"\\u{ord(code_point):04x}"
+    fields = decoded if isinstance(decoded, dict) else {}
+    value = fields.get(field, msgspec.UNSET) if field != "body" else msgspec.UNSET
+    label = "request body" if field == "body" else field
+    return InvalidField(
+        f"Invalid {label}: the JSON escape {escape} is a lone UTF-16 surrogate, which is not "
+        "a valid character. A \\u escape from \\ud800 to \\udbff must be followed by one "
+        "from \\udc00 to \\udfff; send the character itself in UTF-8 or a complete pair.",
+        field=field,
+        value=_value_or_none(value),
+        allowed=allowed_for(model, field),
+    )
+
+
+def _find_surrogate(value: Any, field: str = "body") -> tuple[str, str] | None:
+    """Return the top-level field and the first surrogate code point found in `value`."""
+    if isinstance(value, str):
+        surrogate = next((c for c in value if "\ud800" <= c <= "\udfff"), None)
+        return None if surrogate is None else (field, surrogate)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _find_surrogate(key, "body") or _find_surrogate(
+                item, key if field == "body" else field
+            )
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for item in value:
+            found = _find_surrogate(item, field)
+            if found is not None:
+                return found
+    return None
 
 
 def _value_or_none(value: Any) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -12,7 +13,7 @@ from urllib.parse import urlsplit
 import duckdb
 import h3
 import shapely
-from litestar import Controller, MediaType, Response, Router, get
+from litestar import Controller, MediaType, Response, Router
 from litestar.di import NamedDependency, Provide
 from litestar.params import Parameter
 from litestar.static_files import create_static_files_router
@@ -26,6 +27,7 @@ from serving.errors import (
     error_responses,
 )
 from serving.networks import CorruptCells
+from serving.routing import get_and_head
 from serving.service import STEP_LENGTH_M
 from warehouse import CellEntry, Warehouse
 from warehouse.schema import FEATURE_NAMES
@@ -52,8 +54,12 @@ SIMPLIFY_SHARE = 1 / 2000
 COORDINATE_GRID_DEG = 1e-6
 
 BBOX_FORMAT = "min_lon,min_lat,max_lon,max_lat"
+# A bbox number: plain decimal or exponent notation. Python's float() would also take
+# underscores ("1_0"), "nan" and "inf".
+BBOX_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+BBOX_NUMBER_FORMAT = "a decimal number such as 7.43, -0.5 or 4.373e1"
 BBOX_ALLOWED = (
-    f"{BBOX_FORMAT} in degrees: longitudes -180 to 180, latitudes -90 to 90, "
+    f"{BBOX_FORMAT} as decimal numbers in degrees: longitudes -180 to 180, latitudes -90 to 90, "
     f"min < max, at most {MAX_OVERLAY_AREA_DEG2} square degrees"
 )
 
@@ -75,12 +81,14 @@ def parse_bbox(raw: str) -> tuple[float, float, float, float]:
         raise _invalid_bbox(raw, f"expected 4 comma-separated numbers {BBOX_FORMAT}")
     values = []
     for part in parts:
-        try:
-            value = float(part)
-        except ValueError:
-            value = math.nan
+        text = part.strip()
+        if BBOX_NUMBER.fullmatch(text) is None:
+            raise _invalid_bbox(
+                raw, f"{text!r} is not a number; each of the 4 must be {BBOX_NUMBER_FORMAT}"
+            )
+        value = float(text)
         if not math.isfinite(value):
-            raise _invalid_bbox(raw, f"{part.strip()!r} is not a finite number")
+            raise _invalid_bbox(raw, f"{text!r} is not a finite number")
         values.append(value)
     min_lon, min_lat, max_lon, max_lat = values
     for name, value, limit in (
@@ -327,7 +335,7 @@ def content_security_policy(tile_url: str) -> str:
 class WebController(Controller):
     """The map page and the small APIs only it uses."""
 
-    @get("/", include_in_schema=False, media_type=MediaType.HTML, sync_to_thread=False)
+    @get_and_head("/", include_in_schema=False, media_type=MediaType.HTML, sync_to_thread=False)
     def index(self, page: NamedDependency[str], csp: NamedDependency[str]) -> Response[str]:
         """Serve the web map page. Its script reads /api/config and calls the route API."""
         return Response(
@@ -340,7 +348,7 @@ class WebController(Controller):
             },
         )
 
-    @get("/api/config", tags=["web"], sync_to_thread=False, responses=error_responses())
+    @get_and_head("/api/config", tags=["web"], sync_to_thread=False, responses=error_responses())
     def config(self, settings: NamedDependency[Settings]) -> schemas.WebConfig:
         """Return the tile URL, attribution and limits for the web map page."""
         return schemas.WebConfig(
@@ -353,7 +361,7 @@ class WebController(Controller):
             overlay_max_area_deg2=MAX_OVERLAY_AREA_DEG2,
         )
 
-    @get(
+    @get_and_head(
         "/api/overlays", tags=["web"], sync_to_thread=True, responses=error_responses(400, 503)
     )
     def overlays(

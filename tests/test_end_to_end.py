@@ -193,6 +193,47 @@ def test_health_serves_get_and_head(server: LiveServer):
     assert int(head.headers["content-length"]) > 0
 
 
+def test_get_endpoints_serve_head(server: LiveServer):
+    lat, lon = MONACO_START
+    with server.client() as client:
+        loop = client.post(
+            "/api/loops", json={"lat": lat, "lon": lon, "target_distance": 3000, "seed": 7}
+        ).json()["loops"][0]
+        started = client.post(
+            "/api/start-route-async",
+            json={"lat": lat, "lon": lon, "target_distance": 3000, "seed": 3},
+        ).json()
+        route_id = started["route_id"]
+        first = started["candidates"][0]["candidate_id"]
+        step = client.post(f"/api/routes/{route_id}/waypoints", json={"candidate_id": first})
+        assert step.status_code == 200, step.text
+        final = client.post(f"/api/routes/{route_id}/finalize")
+        assert final.status_code == 200, final.text
+        paths = [
+            "/",
+            "/api/config",
+            "/api/regions",
+            "/api/overlays?bbox=7.42,43.733,7.426,43.738",
+            f"/api/routes/{route_id}",
+            f"/api/routes/{route_id}/gpx",
+            loop["gpx_url"],
+            "/api/job-status/job_unknown123",
+        ]
+        for path in paths:
+            get = client.get(path)
+            head = client.head(path)
+            assert get.status_code in {200, 404}, f"{path}: {get.text}"
+            assert head.status_code == get.status_code, path
+            assert head.content == b"", path
+            assert head.headers["content-type"] == get.headers["content-type"], path
+            assert head.headers["content-length"] == str(len(get.content)), path
+        # Litestar's static files router responds to HEAD without a Content-Type.
+        static = client.head("/static/app.js")
+    assert static.status_code == 200
+    assert static.content == b""
+    assert int(static.headers["content-length"]) > 0
+
+
 def test_waypoint_retry_returns_same_route(server: LiveServer):
     lat, lon = MONACO_START
     with server.client() as client:

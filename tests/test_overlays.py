@@ -20,6 +20,7 @@ from serving.web import (
     MAX_SCORE_FEATURES,
     cell_bounds,
     content_security_policy,
+    parse_bbox,
 )
 from tests.conftest import ANDORRA_START, LiveServer, perfect10k_env
 from warehouse import Warehouse
@@ -179,9 +180,12 @@ def test_overlays_skip_unbuilt_cells(server: LiveServer):
         ("", "expected 4 comma-separated numbers"),
         ("7.4,43.7,7.5", "expected 4 comma-separated numbers"),
         ("7.4,43.7,7.5,43.8,1", "expected 4 comma-separated numbers"),
-        ("west,43.7,7.5,43.8", "'west' is not a finite number"),
-        ("nan,43.7,7.5,43.8", "'nan' is not a finite number"),
-        ("7.4,43.7,inf,43.8", "'inf' is not a finite number"),
+        ("west,43.7,7.5,43.8", "'west' is not a number"),
+        ("nan,43.7,7.5,43.8", "'nan' is not a number"),
+        ("7.4,43.7,inf,43.8", "'inf' is not a number"),
+        ("1_0,43.73,7.43,43.74", "'1_0' is not a number; each of the 4 must be a decimal"),
+        ("7.4,43.7,7. 5,43.8", "'7. 5' is not a number"),
+        ("7.4,43.7,0x1p3,43.8", "'0x1p3' is not a number"),
         ("7.4,43.7,1e999,43.8", "'1e999' is not a finite number"),
         ("-181,43.7,-180.9,43.8", "min_lon -181.0 is out of range -180 to 180 degrees"),
         ("7.4,43.7,7.5,90.5", "max_lat 90.5 is out of range -90 to 90 degrees"),
@@ -200,6 +204,18 @@ def test_overlays_reject_bad_bbox(server: LiveServer, bbox: str, message: str):
     assert "-180 to 180" in body["allowed"]
     assert f"bbox {bbox!r} is invalid" in body["detail"]
     assert message in body["detail"]
+
+
+@pytest.mark.parametrize(
+    ("bbox", "expected"),
+    [
+        (" 7.42, 43.733 ,7.426,43.738 ", (7.42, 43.733, 7.426, 43.738)),
+        ("+7.42,43.733,7.426,.43738e2", (7.42, 43.733, 7.426, 43.738)),
+        ("742E-2,43.733,7.426,43.738", (7.42, 43.733, 7.426, 43.738)),
+    ],
+)
+def test_parse_bbox_accepts_decimal_forms(bbox: str, expected: tuple[float, ...]):
+    assert parse_bbox(bbox) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("scores", ["maybe", "2", ""])
