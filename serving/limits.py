@@ -80,7 +80,7 @@ def check_query_parameters(request: Request) -> None:
         if len(values) > MAX_REPEATS_SHOWN:
             quoted += f" and {len(values) - MAX_REPEATS_SHOWN} more"
         # A client chooses parameter names, so they are shortened like values.
-        field = name if len(name) <= MAX_VALUE_CHARS else f"{name[:MAX_VALUE_CHARS]}..."
+        field = shorten(name)
         raise InvalidField(
             f"Query parameter {field} is repeated {len(values)} times ({quoted}); "
             "send it once.",
@@ -100,7 +100,7 @@ def check_unknown_query_parameters(request: Request) -> None:
     for name in request.query_params:
         if name in accepted:
             continue
-        field = name if len(name) <= MAX_VALUE_CHARS else f"{name[:MAX_VALUE_CHARS]}..."
+        field = shorten(name)
         names = ", ".join(sorted(accepted))
         allowed = f"only the query parameters {names}" if names else "no query parameters"
         raise InvalidField(
@@ -158,7 +158,7 @@ async def check_json_body(request: Request) -> None:
         )
     charset = options.get("charset")
     if charset is not None and charset.lower() != JSON_CHARSET:
-        quoted = charset if len(charset) <= MAX_VALUE_CHARS else f"{charset[:MAX_VALUE_CHARS]}..."
+        quoted = shorten(charset)
         raise UnsupportedMediaType(
             f"Content-Type charset {quoted!r} is not supported: JSON bodies are read as UTF-8, "
             f"so send charset={JSON_CHARSET} or no charset.",
@@ -193,7 +193,7 @@ async def check_no_body(request: Request) -> None:
     if not body or _is_empty_object(body):
         return
     text = body.decode("utf-8", "replace")
-    quoted = text if len(text) <= MAX_VALUE_CHARS else f"{text[:MAX_VALUE_CHARS]}..."
+    quoted = shorten(text)
     raise InvalidField(
         f"{request.method} {request.url.path} takes no request body, but got {len(body)} "
         f"bytes ({quoted}); send no body or an empty JSON object {{}}.",
@@ -259,7 +259,7 @@ def duplicate_key_error(model: Any, body: bytes) -> InvalidField | None:
     except _DuplicateKey as duplicate:
         key = duplicate.key
         # A client chooses key names, so they are shortened like values.
-        field = key if len(key) <= MAX_VALUE_CHARS else f"{key[:MAX_VALUE_CHARS]}..."
+        field = shorten(key)
         first, second = display_value(duplicate.first), display_value(duplicate.second)
         return InvalidField(
             f"Duplicate field {field} in the request body ({field}={first} and "
@@ -271,6 +271,11 @@ def duplicate_key_error(model: Any, body: bytes) -> InvalidField | None:
     except (ValueError, RecursionError):
         return None
     return None
+
+
+def shorten(text: str) -> str:
+    """Return `text` cut to MAX_VALUE_CHARS characters, with "..." where it was cut."""
+    return text if len(text) <= MAX_VALUE_CHARS else f"{text[:MAX_VALUE_CHARS]}..."
 
 
 def display_value(value: Any) -> str:
@@ -387,7 +392,7 @@ def validation_error(model: Any, body: bytes, message: str) -> InvalidField:
         key = named.group(1)
         value = fields.get(key, msgspec.UNSET)
         # A client chooses unknown field names, so they are shortened like values.
-        field = key if len(key) <= MAX_VALUE_CHARS else f"{key[:MAX_VALUE_CHARS]}..."
+        field = shorten(key)
         value_text = "" if value is msgspec.UNSET else f"={display_value(value)}"
         return InvalidField(
             f"Unknown field {field}{value_text}; this request accepts {fields_summary(model)}.",

@@ -37,6 +37,7 @@ from tests.conftest import (
 )
 from warehouse import Warehouse
 from warehouse.cells import cell_of, cells_for_loop
+from warehouse.store import CellEntry
 
 pytestmark = pytest.mark.slow
 
@@ -479,13 +480,19 @@ def overwrite_middle(path: Path, size: int = 4096) -> None:
         handle.write(os.urandom(size))
 
 
-def test_corrupt_cell_left_out_of_overlays(fault_servers: list[LiveServer]):
-    server = fault_servers[-1]
+def start_cell(server: LiveServer) -> tuple[Warehouse, str, CellEntry, str]:
+    """Return the server's warehouse, the cell of the Monaco start, its entry and its bbox."""
     warehouse = Warehouse(server.data_dir / "warehouse")
     cell = cell_of(*MONACO_START, 7)
-    corrupt = warehouse.cell_entry(cell)
+    entry = warehouse.cell_entry(cell)
+    assert entry is not None
     min_lon, min_lat, max_lon, max_lat = cell_bounds(cell)
-    bbox = f"{min_lon},{min_lat},{max_lon},{max_lat}"
+    return warehouse, cell, entry, f"{min_lon},{min_lat},{max_lon},{max_lat}"
+
+
+def test_corrupt_cell_left_out_of_overlays(fault_servers: list[LiveServer]):
+    server = fault_servers[-1]
+    warehouse, cell, corrupt, bbox = start_cell(server)
     with server.client() as client:
         before = client.get("/api/overlays", params={"bbox": bbox})
         built_before = client.get("/api/health").json()["cells_built"]
@@ -528,11 +535,7 @@ def test_corrupt_cell_left_out_of_overlays(fault_servers: list[LiveServer]):
 
 def test_route_step_rebuilds_corrupt_cell(fault_servers: list[LiveServer]):
     server = fault_servers[-1]
-    warehouse = Warehouse(server.data_dir / "warehouse")
-    cell = cell_of(*MONACO_START, 7)
-    corrupt = warehouse.cell_entry(cell)
-    min_lon, min_lat, max_lon, max_lat = cell_bounds(cell)
-    bbox = f"{min_lon},{min_lat},{max_lon},{max_lat}"
+    warehouse, cell, corrupt, bbox = start_cell(server)
     request = {"lat": MONACO_START[0], "lon": MONACO_START[1], "target_distance": 3000}
     with server.client() as client:
         started = client.post("/api/start-route-async", json=request)
