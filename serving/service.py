@@ -622,8 +622,8 @@ class RouteService:
         """Launch one Dagster run for the area's missing cells that no run in flight builds.
 
         Returns the run id, or None when runs in flight build every missing cell already.
-        Raises DagsterUnavailable when Dagster cannot build now. The caller holds
-        `_launch_lock`, so two requests do not both launch a run for the same cells.
+        Raises DagsterUnavailable when Dagster cannot build now. Call it with
+        `_launch_lock` acquired, so two requests do not both launch a run for the same cells.
         """
         reason = self.dagster.unhealthy_reason()
         if reason is not None:

@@ -89,6 +89,24 @@ class LiveServer:
                 self.process.wait()
 
 
+def finalized_route(client: httpx.Client, lat: float, lon: float, seed: int) -> str:
+    """Start a 3 km route at (lat, lon), walk to its first candidate and finalize it.
+
+    Returns the route id.
+    """
+    started = client.post(
+        "/api/start-route-async",
+        json={"lat": lat, "lon": lon, "target_distance": 3000, "seed": seed},
+    ).json()
+    route_id = started["route_id"]
+    first = started["candidates"][0]["candidate_id"]
+    step = client.post(f"/api/routes/{route_id}/waypoints", json={"candidate_id": first})
+    assert step.status_code == 200, step.text
+    closed = client.post(f"/api/routes/{route_id}/finalize")
+    assert closed.status_code == 200, closed.text
+    return route_id
+
+
 def start_server(data_dir: Path, log_name: str = "server.log", **extra: str) -> LiveServer:
     """Start `perfect10k serve` with embedded Dagster and wait until it responds."""
     port = free_port()

@@ -17,7 +17,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from planner import Network
-from tests.conftest import MONACO_START, LiveServer
+from tests.conftest import MONACO_START, LiveServer, finalized_route
 from warehouse import Warehouse
 
 LAT, LON = MONACO_START
@@ -252,16 +252,7 @@ def routes(server: LiveServer) -> dict[str, str]:
             "/api/start-route-async", json={"lat": LAT, "lon": LON, "target_distance": 3000}
         )
         assert building.status_code == 200, building.text
-        finalized = client.post(
-            "/api/start-route-async",
-            json={"lat": LAT, "lon": LON, "target_distance": 3000, "seed": 1},
-        ).json()
-        route_id = finalized["route_id"]
-        first = finalized["candidates"][0]["candidate_id"]
-        step = client.post(f"/api/routes/{route_id}/waypoints", json={"candidate_id": first})
-        assert step.status_code == 200, step.text
-        closed = client.post(f"/api/routes/{route_id}/finalize")
-        assert closed.status_code == 200, closed.text
+        route_id = finalized_route(client, LAT, LON, 1)
     return {"route": building.json()["route_id"], "finalized": route_id}
 
 

@@ -12,7 +12,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ANDORRA_START, MONACO_START, LiveServer
+from tests.conftest import ANDORRA_START, MONACO_START, LiveServer, finalized_route
 from warehouse import Warehouse
 
 GPX_NS = {"gpx": "http://www.topografix.com/GPX/1/1"}
@@ -199,16 +199,7 @@ def test_get_endpoints_serve_head(server: LiveServer):
         loop = client.post(
             "/api/loops", json={"lat": lat, "lon": lon, "target_distance": 3000, "seed": 7}
         ).json()["loops"][0]
-        started = client.post(
-            "/api/start-route-async",
-            json={"lat": lat, "lon": lon, "target_distance": 3000, "seed": 3},
-        ).json()
-        route_id = started["route_id"]
-        first = started["candidates"][0]["candidate_id"]
-        step = client.post(f"/api/routes/{route_id}/waypoints", json={"candidate_id": first})
-        assert step.status_code == 200, step.text
-        final = client.post(f"/api/routes/{route_id}/finalize")
-        assert final.status_code == 200, final.text
+        route_id = finalized_route(client, lat, lon, 3)
         paths = [
             "/",
             "/api/config",

@@ -394,6 +394,7 @@ def test_dagster_child_exit_logged_and_reaped(tmp_path: Path):
         assert len(started) == 1, started
         pid = int(started[0].split("(pid ")[1].split(")")[0])
         assert process_state(pid) not in {None, "Z"}
+
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -401,6 +402,7 @@ def test_dagster_child_exit_logged_and_reaped(tmp_path: Path):
                 break
             time.sleep(0.2)
         state = process_state(pid)
+
         with server.client() as client:
             health = client.get("/api/health")
             cold = client.post(
@@ -408,9 +410,11 @@ def test_dagster_child_exit_logged_and_reaped(tmp_path: Path):
             )
     finally:
         server.stop()
+
     log = log_path.read_text()
     assert f"Dagster daemon (pid {pid}) was killed by signal 9 while the server runs" in log
     assert state is None, f"the daemon (pid {pid}) is left in state {state}"
+
     assert health.status_code == 200
     assert "restart the server" in health.json()["dagster"]
     assert cold.status_code == 503, cold.text
