@@ -56,6 +56,8 @@ from planner.walks import (
 
 CANDIDATE_COUNT = 3
 MIN_SEPARATION_DEG = 60.0
+# Separations in degrees tried in turn when candidates that far apart leave an offer short.
+SEPARATION_STEPS = (MIN_SEPARATION_DEG, 40.0, 0.0)
 
 # Planned step length is the target divided by this, within the metre bounds below.
 STEPS_PER_ROUTE = 6.0
@@ -241,17 +243,16 @@ def suggest_candidates(
     planned, planned_more = _planned_candidates(
         whole_network, network, state, preference, seed_here, values
     )
-    if not state.waypoint_node_ids:
-        # Three planned candidates in clearly different directions make the first offer,
-        # and the search for other ends would only cost time.
-        offer = _merge(planned, [])
-        if len(offer) == CANDIDATE_COUNT and all(
-            _bearing_gap(candidate, offer[:index]) >= MIN_SEPARATION_DEG
-            for index, candidate in enumerate(offer)
-        ):
-            state.finalize_suggested = False
-            state.candidates = _numbered(offer, state)
-            return state.candidates
+    # At the first step, three planned candidates in clearly different directions make the
+    # offer, and the search for other ends would only cost time. `planned` is merged already.
+    spread = all(
+        _bearing_gap(candidate, planned[:index]) >= MIN_SEPARATION_DEG
+        for index, candidate in enumerate(planned)
+    )
+    if not state.waypoint_node_ids and len(planned) == CANDIDATE_COUNT and spread:
+        state.finalize_suggested = False
+        state.candidates = _numbered(planned, state)
+        return state.candidates
     back, back_tree = _way_back(network, start, walked, max(remaining, step) * 2.5)
 
     back_here = float(back[current])
@@ -637,7 +638,7 @@ def _with_plans(
     ctx = closing_context(network, start, costs, np.zeros(network.edge_count))
     offer = _merge(planned, [])
     plans: dict[int, tuple[list[int], list[int]] | None] = {}
-    for separation in (MIN_SEPARATION_DEG, 40.0, 0.0):
+    for separation in SEPARATION_STEPS:
         for candidate in others:
             if len(offer) == CANDIDATE_COUNT:
                 return offer
@@ -672,14 +673,7 @@ def _with_plans(
         for candidate in others
     ]
     for group in (planned_more, unsure):
-        for separation in (MIN_SEPARATION_DEG, 40.0, 0.0):
-            for candidate in group:
-                if len(offer) == CANDIDATE_COUNT:
-                    return offer
-                chosen = {offered.node_id for offered in offer}
-                if candidate.node_id in chosen or _bearing_gap(candidate, offer) < separation:
-                    continue
-                offer.append(candidate)
+        _fill(offer, group, SEPARATION_STEPS)
     return offer
 
 
@@ -762,21 +756,25 @@ def _merge(first: list[Candidate], others: list[Candidate]) -> list[Candidate]:
     MIN_SEPARATION_DEG from every candidate chosen.
     """
     chosen: list[Candidate] = []
-
-    nodes: set[int] = set()
-    for group, separations in (
-        (first, (MIN_SEPARATION_DEG, 40.0, 0.0)),
-        (others, (MIN_SEPARATION_DEG,)),
-    ):
-        for separation in separations:
-            for candidate in group:
-                if len(chosen) == CANDIDATE_COUNT:
-                    return chosen
-                if candidate.node_id in nodes or _bearing_gap(candidate, chosen) < separation:
-                    continue
-                chosen.append(candidate)
-                nodes.add(candidate.node_id)
+    _fill(chosen, first, SEPARATION_STEPS)
+    _fill(chosen, others, (MIN_SEPARATION_DEG,))
     return chosen
+
+
+def _fill(offer: list[Candidate], group: list[Candidate], separations: tuple[float, ...]) -> None:
+    """Append candidates of `group` to `offer` up to CANDIDATE_COUNT, in order.
+
+    Each pass takes the candidates at least that many degrees from every one in the offer,
+    so a smaller separation applies only where the larger ones leave the offer short.
+    """
+    for separation in separations:
+        for candidate in group:
+            if len(offer) == CANDIDATE_COUNT:
+                return
+            chosen = {offered.node_id for offered in offer}
+            if candidate.node_id in chosen or _bearing_gap(candidate, offer) < separation:
+                continue
+            offer.append(candidate)
 
 
 def _bearing_gap(candidate: Candidate, chosen: list[Candidate]) -> float:
@@ -1217,7 +1215,7 @@ def _spread(
     for level in (0, 1, 2):
         if levels and (levels[0] > 0 or level > 1):
             break
-        for separation in (MIN_SEPARATION_DEG, 40.0, 0.0):
+        for separation in SEPARATION_STEPS:
             for position in bearing:
                 if position in chosen:
                     continue
